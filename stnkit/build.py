@@ -1,0 +1,340 @@
+"""From a recipe to live objects: stage-2 validation (:func:`resolve`) and construction (:func:`build`)."""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from stnkit.augment import Augmentation
+from stnkit.config import HyperparameterUse
+from stnkit.data import BuildContext, Dataset
+from stnkit.errors import Problem, RecipeError, RegistryError, UsageError
+from stnkit.hyper.kinds import HyperKind
+from stnkit.hyper.space import HyperSpace
+from stnkit.model import StnModel
+from stnkit.objective import Objective
+from stnkit.plugins import Plugins
+from stnkit.recipe import ComponentSection, OptimizerConfig, Recipe, pydantic_problems
+from stnkit.registry import Registry
+from stnkit.response.base import ResponseModel, TrainingParts
+
+__all__ = ["Built", "Resolved", "build", "make_optimizer", "resolve", "resolve_device"]
+
+
+@dataclass
+class Chosen:
+    """A component class with its validated config; ``where`` is its recipe location."""
+
+    cls: type[Any]
+    config: Any
+    where: str
+
+
+@dataclass
+class Resolved:
+    """A fully validated recipe: component classes, their configs, the hyperparameter kinds."""
+
+    recipe: Recipe
+    data: Chosen
+    model: Chosen
+    response: Chosen
+    objective: Chosen
+    augment: list[Chosen]
+    kinds: dict[str, HyperKind]
+    constants: dict[str, float]
+    device: torch.device
+
+
+@dataclass
+class Built:
+    """Live objects of a run, ready for the engine."""
+
+    resolved: Resolved
+    dataset: Dataset
+    parts: TrainingParts
+    response: ResponseModel
+    device: torch.device
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.resolved.recipe
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn ``cpu``/``cuda``/``cuda:N``/``mps``/``auto`` into a device, or raise a clear error."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise RecipeError.single(
+            "device", f"unknown device {spec!r} (use cpu, cuda, cuda:N or auto)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RecipeError.single("device", f"{spec!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RecipeError.single("device", f"{spec!r} does not exist: {torch.cuda.device_count()} GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError.single("device", "'mps' asked for, but it is not available here")
+    return device
+
+
+def _validate_section(
+    registry: Registry[Any],
+    section: ComponentSection,
+    where: str,
+    problems: list[Problem],
+    context: dict[str, Any],
+) -> Chosen | None:
+    try:
+        cls = registry.get(section.name)
+    except RegistryError as error:
+        problems.append((f"{where}.name", str(error)))
+        return None
+    config_cls: type[BaseModel] = cls.Config
+    try:
+        config = config_cls.model_validate(section.options(), context=context)
+    except ValidationError as error:
+        problems.extend(pydantic_problems(error, prefix=where.split("."), model=config_cls))
+        return None
+    return Chosen(cls, config, where)
+
+
+def _validate_kinds(recipe: Recipe, plugins: Plugins, problems: list[Problem]) -> dict[str, HyperKind]:
+    kinds: dict[str, HyperKind] = {}
+    for name, entry in recipe.hyperparameters.items():
+        where = f"hyperparameters.{name}"
+        if not name.isidentifier() or keyword.iskeyword(name):
+            problems.append((where, "a hyperparameter name must be a Python identifier"))
+            continue
+        options = dict(entry)
+        kind_name = options.pop("kind", None)
+        if kind_name is None:
+            problems.append(
+                (f"{where}.kind", f"required key is missing (one of: {', '.join(plugins.kinds)})")
+            )
+            continue
+        if not isinstance(kind_name, str):
+            problems.append((f"{where}.kind", "must be a string"))
+            continue
+        try:
+            kind_cls = plugins.kinds.get(kind_name)
+        except RegistryError as error:
+            problems.append((f"{where}.kind", str(error)))
+            continue
+        try:
+            config = kind_cls.Config.model_validate(options)
+        except ValidationError as error:
+            problems.extend(pydantic_problems(error, prefix=where.split("."), model=kind_cls.Config))
+            continue
+        kinds[name] = kind_cls(config)
+    return kinds
+
+
+def _check_consumers(
+    recipe: Recipe,
+    kinds: dict[str, HyperKind],
+    consumers: Sequence[tuple[str, type[Any]]],
+    response_tunes: bool,
+    problems: list[Problem],
+) -> dict[str, float]:
+    """Cross-check declarations against consumers; return the constants (undeclared defaults)."""
+    uses: dict[str, list[tuple[str, HyperparameterUse]]] = {}
+    for label, cls in consumers:
+        for name, use in getattr(cls, "hyperparameters", {}).items():
+            uses.setdefault(name, []).append((label, use))
+    consumable = ", ".join(sorted(uses)) or "none"
+    for name in recipe.hyperparameters:
+        if name in kinds and name not in uses:
+            problems.append(
+                (f"hyperparameters.{name}", f"no component consumes {name!r} (consumed: {consumable})")
+            )
+    constants: dict[str, float] = {}
+    for name, users in uses.items():
+        kind = kinds.get(name)
+        if kind is None:
+            if name in recipe.hyperparameters:
+                continue  # its own declaration is already reported as a problem
+            required = [label for label, use in users if use.default is None]
+            if required:
+                problems.append(
+                    (
+                        "hyperparameters",
+                        f"{name!r} must be declared: {required[0]} needs it ({users[0][1].description})",
+                    )
+                )
+            else:
+                constants[name] = float(users[0][1].default)  # type: ignore[arg-type]
+            continue
+        for label, use in users:
+            if use.integer and not kind.integer:
+                problems.append(
+                    (
+                        f"hyperparameters.{name}.kind",
+                        f"{label} uses {name!r} as an integer: declare it with kind 'integer'",
+                    )
+                )
+                continue
+            low, high = kind.used_range()
+            if low < use.low or high > use.high:
+                problems.append(
+                    (
+                        f"hyperparameters.{name}",
+                        f"kind {kind.name!r} gives values in [{low:g}, {high:g}] but {label} "
+                        f"accepts only [{use.low:g}, {use.high:g}]",
+                    )
+                )
+    if response_tunes and not any(kind.config.tune for kind in kinds.values()):
+        problems.append(
+            (
+                "hyperparameters",
+                f"response {recipe.response.name!r} tunes hyperparameters, "
+                "but none is declared with tune: true",
+            )
+        )
+    return constants
+
+
+def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
+    """Stage-2 validation. Raises :class:`RecipeError` listing every problem found."""
+    problems: list[Problem] = []
+    context = {"base_dir": recipe.base_dir}
+    device: torch.device | None = None
+    try:
+        device = resolve_device(recipe.device)
+    except RecipeError as error:
+        problems.extend(error.problems)
+    data = _validate_section(plugins.datasets, recipe.data, "data", problems, context)
+    model = _validate_section(plugins.models, recipe.model, "model", problems, context)
+    response = _validate_section(plugins.responses, recipe.response, "response", problems, context)
+    objective = _validate_section(plugins.objectives, recipe.objective, "objective", problems, context)
+    augment = [
+        _validate_section(plugins.augmentations, section, f"augment.{i}", problems, context)
+        for i, section in enumerate(recipe.augment)
+    ]
+    kinds = _validate_kinds(recipe, plugins, problems)
+    consumers: list[tuple[str, type[Any]]] = []
+    if model is not None:
+        consumers.append((f"model {recipe.model.name!r}", model.cls))
+    for chosen, section in zip(augment, recipe.augment, strict=True):
+        if chosen is not None:
+            consumers.append((f"augmentation {section.name!r}", chosen.cls))
+    if objective is not None:
+        consumers.append((f"objective {recipe.objective.name!r}", objective.cls))
+    tunes = response is not None and response.cls.tunes
+    constants: dict[str, float] = {}
+    if model is not None and all(a is not None for a in augment) and objective is not None:
+        constants = _check_consumers(recipe, kinds, consumers, tunes, problems)
+    if response is not None:
+        schedule = getattr(response.config, "schedule", None)
+        for name in getattr(schedule, "values", {}) or {}:
+            if name not in recipe.hyperparameters:
+                problems.append(
+                    (f"response.schedule.values.{name}", f"{name!r} is not a declared hyperparameter")
+                )
+    if problems:
+        raise RecipeError(_dedupe(problems))
+    assert data
+    assert model
+    assert response
+    assert objective
+    assert device is not None
+    return Resolved(
+        recipe=recipe,
+        data=data,
+        model=model,
+        response=response,
+        objective=objective,
+        augment=[a for a in augment if a is not None],
+        kinds=kinds,
+        constants=constants,
+        device=device,
+    )
+
+
+def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
+    seen: set[Problem] = set()
+    out: list[Problem] = []
+    for problem in problems:
+        if problem not in seen:
+            seen.add(problem)
+            out.append(problem)
+    return out
+
+
+def make_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Build a torch optimizer from its recipe section (clipping is applied by the step rule)."""
+    params = list(params)
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    if config.name == "adam":
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
+    if config.name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        )
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=config.weight_decay
+        )
+    raise AssertionError(f"unhandled optimizer {config.name}")
+
+
+def build(resolved: Resolved) -> Built:
+    """Construct data, hyperparameter space, model, response, objective and optimizers.
+
+    Seeds torch first so weight initialisation is reproducible. Data errors surface here, before
+    any run file exists.
+    """
+    recipe = resolved.recipe
+    device = resolved.device
+    torch.manual_seed(recipe.seed)
+    context = BuildContext(base_dir=recipe.base_dir, device=device, seed=recipe.seed)
+    dataset: Dataset = resolved.data.cls(resolved.data.config, context)
+    info = dataset.info
+    if info.steps_per_epoch < 1:
+        raise UsageError("the training set yields no batch: is batch_size larger than the data set?")
+    space = HyperSpace(
+        resolved.kinds,
+        default_scale=recipe.train.perturbation.init_scale,
+        constants=resolved.constants,
+    ).to(device)
+    model: StnModel = resolved.model.cls(resolved.model.config, info, space.size).to(device)
+    response: ResponseModel = resolved.response.cls(resolved.response.config, space)
+    objective: Objective = resolved.objective.cls(resolved.objective.config, info.task)
+    augmentations: list[Augmentation] = [a.cls(a.config, info) for a in resolved.augment]
+    train = recipe.train
+    weight_optimizer = make_optimizer(train.optimizer, model.parameters())
+    hyper_optimizer = None
+    if response.tunes and train.hyper_steps > 0:
+        hyper_optimizer = make_optimizer(train.hyper_optimizer, [space.h, space.s])
+    parts = TrainingParts(
+        model=model,
+        space=space,
+        task=info.task,
+        objective=objective,
+        augmentations=augmentations,
+        weight_optimizer=weight_optimizer,
+        hyper_optimizer=hyper_optimizer,
+        clip=train.optimizer.clip,
+        hyper_clip=train.hyper_optimizer.clip,
+        perturbation=train.perturbation,
+    )
+    return Built(resolved=resolved, dataset=dataset, parts=parts, response=response, device=device)

@@ -1,0 +1,42 @@
+"""Base classes shared by every component: configs and hyperparameter declarations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Component", "ComponentConfig", "HyperparameterUse"]
+
+
+class ComponentConfig(BaseModel):
+    """A component's recipe section. Unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class HyperparameterUse:
+    """How a component consumes one hyperparameter.
+
+    ``default``: the value used when the recipe does not declare the hyperparameter (it is then a
+    constant, neither tuned nor seen by the hypernetwork); ``None`` makes a declaration mandatory.
+    ``low``/``high``: the constrained values the component can accept; a declared hyperparameter
+    whose kind can leave this range is rejected when the recipe is validated.
+    ``integer``: the component floors the value, so the declaration must be of an integer kind.
+    """
+
+    description: str
+    default: float | None = None
+    low: float = float("-inf")
+    high: float = float("inf")
+    integer: bool = False
+
+
+class Component:
+    """Mixin for anything a recipe names: a registry key and a validated config section."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {}

@@ -1,0 +1,79 @@
+"""Records passed to the lifecycle hooks. Plain frozen dataclasses: cheap to build every step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["EpochEnd", "RunEnd", "RunInfo", "RunStatus", "StepEnd"]
+
+RunStatus = Literal["running", "completed", "failed", "interrupted", "diverged"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What observers need to know about a run before it starts."""
+
+    name: str
+    path: Path | None
+    hyperparameters: tuple[str, ...]
+    initial_values: dict[str, float]
+    initial_scales: dict[str, float]
+    integer: tuple[str, ...]
+    epochs: int
+    steps_per_epoch: int
+    metrics: tuple[str, ...]
+    device: str
+    tunes: bool
+    seed: int
+    start_step: int = 0
+    start_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """One finished step. ``step`` counts weight steps, ``hyper_step`` hyper steps, both from 1."""
+
+    phase: Literal["weight", "hyper"]
+    step: int
+    hyper_step: int
+    epoch: int
+    loss: float
+    lr: float
+    time: float
+    values: dict[str, float] | None = None
+    scales: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """One finished epoch (numbered from 1) with its full validation pass."""
+
+    epoch: int
+    step: int
+    hyper_step: int
+    time: float
+    train_loss: float
+    val_loss: float
+    val_metrics: dict[str, float]
+    lr: float
+    values: dict[str, float]
+    scales: dict[str, float]
+    best: bool
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended."""
+
+    status: RunStatus
+    message: str = ""
+    step: int = 0
+    epoch: int = 0
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+    best_val_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    final_values: dict[str, float] = field(default_factory=dict)
+    best_values: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,157 @@
+"""Every hook stnkit calls, with the markers plugins use.
+
+Plugins implement hooks with ``from stnkit import hookimpl``. Hooks evolve only by adding
+arguments, and pluggy lets an implementation accept any subset of a hook's arguments, so a plugin
+written against an older stnkit keeps working.
+
+Registration hooks run once when the plugin manager is built; every plugin's implementation runs
+and calls ``register(cls)`` for each component it provides. Lifecycle hooks run during a training
+run, in the training process, and must be cheap: they are called on every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
+    from stnkit.recipe import Recipe
+    from stnkit.store.base import RunStore
+
+__all__ = ["hookimpl", "hookspec"]
+
+PROJECT = "stnkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[type[Any]], object]
+
+
+# -- registration --------------------------------------------------------------------------------
+
+
+@hookspec
+def stnkit_register_hyperparameter_kinds(register: Register) -> None:
+    """Register hyperparameter kinds (maps between unconstrained and constrained values).
+
+    :param register: call ``register(cls)`` with each subclass of
+        :class:`stnkit.hyper.HyperKind` the plugin provides; ``cls.name`` is the ``kind:`` a
+        recipe's hyperparameter declaration uses.
+    """
+
+
+@hookspec
+def stnkit_register_response_models(register: Register) -> None:
+    """Register best-response models: how the hypernetwork is fed and how steps are taken.
+
+    :param register: call ``register(cls)`` with each subclass of
+        :class:`stnkit.response.ResponseModel`; ``cls.name`` is the recipe's ``response.name``.
+    """
+
+
+@hookspec
+def stnkit_register_models(register: Register) -> None:
+    """Register network families built from best-response layers.
+
+    :param register: call ``register(cls)`` with each subclass of :class:`stnkit.model.StnModel`;
+        the class declares the hyperparameters it consumes in ``hyperparameters``.
+    """
+
+
+@hookspec
+def stnkit_register_objectives(register: Register) -> None:
+    """Register outer objectives: the loss hyper steps minimise on validation batches.
+
+    :param register: call ``register(cls)`` with each subclass of :class:`stnkit.objective.Objective`.
+    """
+
+
+@hookspec
+def stnkit_register_augmentations(register: Register) -> None:
+    """Register data augmentations driven by hyperparameters.
+
+    :param register: call ``register(cls)`` with each subclass of
+        :class:`stnkit.augment.Augmentation`; augmentations run on training batches only.
+    """
+
+
+@hookspec
+def stnkit_register_datasets(register: Register) -> None:
+    """Register data sources yielding train / valid / test batches.
+
+    :param register: call ``register(cls)`` with each subclass of :class:`stnkit.data.Dataset`.
+    """
+
+
+@hookspec
+def stnkit_register_commands(app: typer.Typer) -> None:
+    """Add subcommands to the ``stnkit`` command line.
+
+    :param app: the root :class:`typer.Typer`; add commands with ``@app.command()``. Raise
+        :class:`stnkit.errors.StnkitError` subclasses for user errors so the CLI prints them cleanly.
+    """
+
+
+# -- factories -----------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def stnkit_make_store(path: Path, recipe: Recipe) -> RunStore | None:
+    """Create the store that records one run.
+
+    The built-in HDF5 store is ``trylast``, so a plugin returning a store wins; return ``None`` to
+    defer. The returned object is registered as a plugin for the run's duration, so it receives
+    the lifecycle hooks below.
+
+    :param path: the run file the user asked for (``<store.dir>/<name>-<UTC timestamp>.h5``).
+    :param recipe: the validated recipe.
+    :returns: a :class:`stnkit.store.base.RunStore`, or ``None``.
+    """
+
+
+# -- lifecycle observers -------------------------------------------------------------------------
+
+
+@hookspec
+def stnkit_run_start(run: RunInfo) -> None:
+    """A run is about to take its first step.
+
+    :param run: names, sizes and hyperparameters of the run; the same object is passed to every
+        later lifecycle hook of the run.
+    """
+
+
+@hookspec
+def stnkit_step_end(run: RunInfo, step: StepEnd) -> None:
+    """A weight step or a hyper step finished.
+
+    :param run: the run.
+    :param step: the step's phase, counters and loss; hyper steps also carry the current
+        constrained hyperparameter values and perturbation scales.
+    """
+
+
+@hookspec
+def stnkit_epoch_end(run: RunInfo, epoch: EpochEnd) -> None:
+    """An epoch and its full validation pass finished.
+
+    :param run: the run.
+    :param epoch: the epoch's training loss, validation loss and metrics, learning rate and
+        hyperparameter values.
+    """
+
+
+@hookspec
+def stnkit_run_end(run: RunInfo, result: RunEnd) -> None:
+    """A run ended, whatever the reason (``result.status`` says which).
+
+    :param run: the run.
+    :param result: final status, best validation loss, test metrics and final hyperparameters.
+    """

@@ -1,0 +1,250 @@
+"""Built-in hyperparameter kinds: maps between unconstrained and constrained values.
+
+A kind turns an unconstrained real ``u`` (what the hyper optimizer moves and the hypernetwork
+sees) into the value a component uses. All maps are elementwise and differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from stnkit.config import ComponentConfig
+from stnkit.hookspecs import hookimpl
+
+__all__ = [
+    "HyperConfig",
+    "HyperKind",
+    "IntegerKind",
+    "IntervalKind",
+    "PositiveKind",
+    "UnitKind",
+]
+
+# sigmoid saturates to exactly 1.0 in float32 for u > ~17; a dropout rate of 1 would divide by
+# zero, so unit-interval values are kept a hair below their upper end.
+_UNIT_MAX = 1.0 - 2.0**-20
+
+
+class HyperConfig(ComponentConfig):
+    """Fields every hyperparameter declaration accepts, whatever its kind."""
+
+    init: float = Field(description="initial constrained value")
+    per_example: bool = Field(True, description="perturb each example separately (false: one draw per batch)")
+    tune: bool = Field(True, description="false holds the value fixed at init")
+    scale: float | None = Field(
+        None, gt=0, description="initial perturbation scale σ (default: train.perturbation.init_scale)"
+    )
+
+
+class HyperKind:
+    """Base class of hyperparameter kinds. Subclasses set ``name`` and ``Config``.
+
+    ``low``/``high`` are the closed bounds of the constrained value (infinite when unbounded).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[HyperConfig]] = HyperConfig
+    integer: ClassVar[bool] = False
+
+    def __init__(self, config: HyperConfig) -> None:
+        self.config = config
+
+    @property
+    def low(self) -> float:
+        return -math.inf
+
+    @property
+    def high(self) -> float:
+        return math.inf
+
+    def constrain(self, u: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def unconstrain(self, value: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def initial_unconstrained(self) -> float:
+        value = torch.tensor(self.config.init, dtype=torch.float64)
+        return float(self.unconstrain(value))
+
+    def discretize(self, value: Tensor) -> Tensor:
+        """The value a component uses; identity except for integer kinds."""
+        return value
+
+    def used_range(self) -> tuple[float, float]:
+        """Closed range of the values a component receives (after :meth:`discretize`)."""
+        return (self.low, self.high)
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _logit(p: Tensor) -> Tensor:
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _softplus_inverse(y: Tensor) -> Tensor:
+    # log(exp(y) - 1), written to stay finite for large y
+    return y + torch.log(-torch.expm1(-y))
+
+
+class UnitKind(HyperKind):
+    """Values in the unit interval, by sigmoid: dropout rates, probabilities."""
+
+    name = "unit"
+
+    class Config(HyperConfig):
+        init: float = Field(gt=0.0, lt=1.0, description="initial value, strictly inside (0, 1)")
+
+    @property
+    def low(self) -> float:
+        return 0.0
+
+    @property
+    def high(self) -> float:
+        return _UNIT_MAX
+
+    def constrain(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u).clamp(max=_UNIT_MAX)
+
+    def unconstrain(self, value: Tensor) -> Tensor:
+        return _logit(value)
+
+
+class IntervalKind(HyperKind):
+    """Values in ``[low, high]`` by ``low + (high - low) · sigmoid(u)``."""
+
+    name = "interval"
+
+    class Config(HyperConfig):
+        low: float
+        high: float
+
+        @model_validator(mode="after")
+        def _check_bounds(self) -> IntervalKind.Config:
+            if not self.low < self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if not self.low < self.init < self.high:
+                raise ValueError(
+                    f"init ({self.init}) must lie strictly between low ({self.low}) and high ({self.high})"
+                )
+            return self
+
+    config: Config
+
+    @property
+    def low(self) -> float:
+        return self.config.low
+
+    @property
+    def high(self) -> float:
+        return self.config.high
+
+    def constrain(self, u: Tensor) -> Tensor:
+        width = self.config.high - self.config.low
+        return (self.config.low + width * torch.sigmoid(u)).clamp(self.low, self.high)
+
+    def unconstrain(self, value: Tensor) -> Tensor:
+        width = self.config.high - self.config.low
+        return _logit((value - self.config.low) / width)
+
+
+class PositiveKind(HyperKind):
+    """Values at or above ``lower`` (default 0) by ``lower + softplus(u)``: penalty weights."""
+
+    name = "positive"
+
+    class Config(HyperConfig):
+        lower: float = 0.0
+
+        @model_validator(mode="after")
+        def _check_init(self) -> PositiveKind.Config:
+            if not self.init > self.lower:
+                raise ValueError(f"init ({self.init}) must be above lower ({self.lower})")
+            return self
+
+    config: Config
+
+    @property
+    def low(self) -> float:
+        return self.config.lower
+
+    def constrain(self, u: Tensor) -> Tensor:
+        return self.config.lower + F.softplus(u)
+
+    def unconstrain(self, value: Tensor) -> Tensor:
+        return _softplus_inverse(value - self.config.lower)
+
+
+class IntegerKind(HyperKind):
+    """Integers ``low..high``: a continuous value in ``[low, high + 1)`` floored where it is used.
+
+    The hypernetwork sees the continuous value, which is how an integer hyperparameter (cutout
+    holes, cutout length) gets a gradient through the best response.
+    """
+
+    name = "integer"
+    integer = True
+
+    class Config(HyperConfig):
+        low: int
+        high: int
+        init: float
+
+        @model_validator(mode="after")
+        def _check_bounds(self) -> IntegerKind.Config:
+            if not self.low <= self.high:
+                raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+            if self.init != int(self.init):
+                raise ValueError(f"init ({self.init}) must be a whole number")
+            if not self.low <= self.init <= self.high:
+                raise ValueError(
+                    f"init ({int(self.init)}) must lie within low ({self.low}) and high ({self.high})"
+                )
+            return self
+
+    config: Config
+
+    @property
+    def low(self) -> float:
+        return float(self.config.low)
+
+    @property
+    def high(self) -> float:
+        # the continuous value stays below high + 1; its floor stays within [low, high]
+        return float(self.config.high + 1)
+
+    def constrain(self, u: Tensor) -> Tensor:
+        width = self.config.high + 1 - self.config.low
+        return (self.config.low + width * torch.sigmoid(u)).clamp(self.low, self.high)
+
+    def unconstrain(self, value: Tensor) -> Tensor:
+        width = self.config.high + 1 - self.config.low
+        return _logit((value - self.config.low) / width)
+
+    def initial_unconstrained(self) -> float:
+        # start in the middle of the initial integer's bucket, not on its edge
+        value = torch.tensor(self.config.init + 0.5, dtype=torch.float64)
+        return float(self.unconstrain(value))
+
+    def discretize(self, value: Tensor) -> Tensor:
+        return torch.floor(value).clamp(self.config.low, self.config.high)
+
+    def used_range(self) -> tuple[float, float]:
+        return (float(self.config.low), float(self.config.high))
+
+
+BUILTIN_KINDS: tuple[type[HyperKind], ...] = (UnitKind, IntervalKind, PositiveKind, IntegerKind)
+
+
+@hookimpl
+def stnkit_register_hyperparameter_kinds(register: Callable[[type[HyperKind]], object]) -> None:
+    for kind in BUILTIN_KINDS:
+        register(kind)

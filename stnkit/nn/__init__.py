@@ -1,0 +1,25 @@
+"""Best-response layers and hyperparameter-driven dropout helpers."""
+
+from __future__ import annotations
+
+from stnkit.nn.base import BestResponse
+from stnkit.nn.conv import BRConv2d
+from stnkit.nn.dropout import dropconnect, dropout, embedding_dropout, locked_dropout
+from stnkit.nn.embedding import BREmbedding
+from stnkit.nn.linear import BRLinear, br_linear
+from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
+
+__all__ = [
+    "BRLSTM",
+    "BRConv2d",
+    "BREmbedding",
+    "BRLSTMLayer",
+    "BRLinear",
+    "BestResponse",
+    "LSTMState",
+    "br_linear",
+    "dropconnect",
+    "dropout",
+    "embedding_dropout",
+    "locked_dropout",
+]

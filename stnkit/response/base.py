@@ -1,0 +1,87 @@
+"""The response-model interface and the parts of a run it drives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from stnkit.augment import Augmentation
+from stnkit.config import Component
+from stnkit.data import Batch
+from stnkit.hyper.space import HyperBatch, HyperSpace
+from stnkit.model import StnModel
+from stnkit.objective import Objective
+from stnkit.recipe import PerturbationConfig
+from stnkit.task import Task
+
+__all__ = ["ResponseModel", "TrainingParts"]
+
+
+@dataclass
+class TrainingParts:
+    """Everything a step touches. Built once per run by :func:`stnkit.build.build`."""
+
+    model: StnModel
+    space: HyperSpace
+    task: Task
+    objective: Objective
+    augmentations: Sequence[Augmentation]
+    weight_optimizer: torch.optim.Optimizer
+    hyper_optimizer: torch.optim.Optimizer | None
+    clip: float | None
+    hyper_clip: float | None
+    perturbation: PerturbationConfig
+
+    def augment(self, inputs: Tensor, hp: HyperBatch) -> Tensor:
+        for augmentation in self.augmentations:
+            inputs = augmentation(inputs, hp)
+        return inputs
+
+
+class ResponseModel(Component):
+    """How the hypernetwork is fed and how weight and hyper steps are taken.
+
+    ``tunes``: whether the engine runs hyper steps at all. Subclasses implement
+    :meth:`weight_step`, :meth:`hyper_step` (if they tune) and :meth:`eval_batch`.
+    """
+
+    tunes: ClassVar[bool] = True
+
+    def __init__(self, config: Any, space: HyperSpace) -> None:
+        self.config = config
+        self.space = space
+
+    def before_weight_step(self, step: int) -> None:
+        """Called before weight step ``step`` (counted from 1); schedules change values here."""
+
+    def weight_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
+        """Take one weight step on a training batch; return the (detached) training loss."""
+        raise NotImplementedError
+
+    def hyper_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
+        """Take one hyper step on a validation batch; return the (detached) validation loss."""
+        raise NotImplementedError
+
+    def eval_batch(self, batch_size: int) -> HyperBatch:
+        """Hyperparameters for evaluation passes: the current centre, unperturbed."""
+        raise NotImplementedError
+
+
+def train_on(parts: TrainingParts, batch: Batch, hp: HyperBatch) -> Tensor:
+    """A weight step at hyperparameters ``hp``: augment, forward, loss + penalty, clipped update."""
+    parts.model.train()
+    inputs = parts.augment(batch.inputs, hp)
+    output = parts.model(inputs, hp, stream="train")
+    loss = parts.task.loss(output.prediction, batch.targets)
+    total = loss if output.penalty is None else loss + output.penalty
+    parts.weight_optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if parts.clip is not None:
+        params = [p for group in parts.weight_optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, parts.clip)
+    parts.weight_optimizer.step()
+    return loss.detach()

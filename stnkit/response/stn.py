@@ -1,0 +1,55 @@
+"""The Self-Tuning Network response model (MacKay et al., 2019, Algorithm 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stnkit.config import ComponentConfig
+from stnkit.data import Batch
+from stnkit.hyper.space import HyperBatch
+from stnkit.response.base import ResponseModel, TrainingParts, train_on
+
+__all__ = ["STNResponse"]
+
+
+class STNResponse(ResponseModel):
+    """Weight steps at perturbed ``λ̃ = h + σ ⊙ ε`` (detached), which drive both the regularizers and
+    the hypernetwork input; hyper steps minimise ``val_loss − τ·entropy(σ)`` over ``h`` and ``s``
+    in eval mode, where the loss depends on the hyperparameters only through the response.
+    """
+
+    name = "stn"
+
+    class Config(ComponentConfig):
+        pass
+
+    def weight_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
+        lam = self.space.sample(batch.size).detach()
+        return train_on(parts, batch, self.space.batch(lam, hnet=lam))
+
+    def hyper_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
+        space = self.space
+        tune_scale = parts.perturbation.tune
+        lam = space.sample(batch.size) if tune_scale else space.expand(batch.size)
+        parts.model.eval()
+        output = parts.model(batch.inputs, space.batch(lam, hnet=lam), stream="hyper")
+        val_loss = parts.objective(output, batch)
+        params = [space.h, space.s] if tune_scale else [space.h]
+        loss = val_loss
+        if tune_scale and parts.perturbation.entropy_weight > 0:
+            loss = loss - parts.perturbation.entropy_weight * space.entropy()
+        # grad w.r.t. h and s only: weight gradients are neither needed nor accumulated
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        assert parts.hyper_optimizer is not None
+        parts.hyper_optimizer.zero_grad(set_to_none=True)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = torch.zeros_like(param) if grad is None else grad
+        if parts.hyper_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, parts.hyper_clip)
+        parts.hyper_optimizer.step()
+        return val_loss.detach()
+
+    def eval_batch(self, batch_size: int) -> HyperBatch:
+        centre = self.space.expand(batch_size).detach()
+        return self.space.batch(centre, hnet=centre)

@@ -1,0 +1,142 @@
+"""Running a recipe: validate, build, open the store, train, close. The library's main entry point."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stnkit.build import Built, build, resolve
+from stnkit.engine import Engine
+from stnkit.errors import UsageError
+from stnkit.events import RunEnd, RunInfo
+from stnkit.plugins import Plugins, load_plugins
+from stnkit.recipe import Recipe, load_recipe
+
+__all__ = ["RunResult", "prepare", "run", "run_path", "validate"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended and where it was recorded."""
+
+    path: Path | None
+    end: RunEnd
+
+    @property
+    def status(self) -> str:
+        return self.end.status
+
+
+def _as_recipe(recipe: Recipe | str | Path, overrides: Sequence[str]) -> Recipe:
+    if isinstance(recipe, Recipe):
+        if overrides:
+            raise TypeError("overrides apply to recipe files; edit the Recipe object instead")
+        return recipe
+    return load_recipe(recipe, overrides)
+
+
+def validate(
+    recipe: Recipe | str | Path, overrides: Sequence[str] = (), plugins: Plugins | None = None
+) -> Recipe:
+    """Validate a recipe fully (structure, components, hyperparameter cross-checks)."""
+    plugins = plugins or load_plugins()
+    parsed = _as_recipe(recipe, overrides)
+    resolve(parsed, plugins)
+    return parsed
+
+
+def prepare(
+    recipe: Recipe | str | Path, overrides: Sequence[str] = (), plugins: Plugins | None = None
+) -> Built:
+    """Validate and build a run without training: data loaded, model and optimizers made."""
+    plugins = plugins or load_plugins()
+    return build(resolve(_as_recipe(recipe, overrides), plugins))
+
+
+def run_path(out_dir: Path, name: str) -> Path:
+    """``<out_dir>/<name>-<UTC timestamp>.h5``, suffixed ``-1``, ``-2``... if it already exists."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"{name}-{stamp}.h5"
+    counter = 1
+    while path.exists():
+        path = out_dir / f"{name}-{stamp}-{counter}.h5"
+        counter += 1
+    return path
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the run folder {out_dir}: {error.strerror or error}") from None
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write run files to {out_dir}: not a writable folder")
+
+
+def run_info(built: Built, path: Path | None) -> RunInfo:
+    space = built.parts.space
+    recipe = built.recipe
+    return RunInfo(
+        name=recipe.name,
+        path=path,
+        hyperparameters=space.names,
+        initial_values=space.values(),
+        initial_scales=space.scales(),
+        integer=tuple(n for n, k in space.kinds.items() if k.integer),
+        epochs=recipe.train.epochs,
+        steps_per_epoch=built.dataset.info.steps_per_epoch,
+        metrics=built.parts.task.metrics,
+        device=str(built.device),
+        tunes=built.response.tunes,
+        seed=recipe.seed,
+    )
+
+
+def run(
+    recipe: Recipe | str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    plugins: Plugins | None = None,
+    observers: Iterable[object] = (),
+    store: bool = True,
+) -> RunResult:
+    """Run an experiment end to end and return how it ended.
+
+    ``recipe``: a path to a YAML recipe or a :class:`Recipe`. ``overrides``: ``dotted.key=value``
+    strings. ``out_dir`` overrides ``store.dir``. ``observers``: extra plugin objects receiving the
+    lifecycle hooks (progress views, loggers). ``store=False`` records nothing on disk.
+
+    Bad input raises a :class:`~stnkit.errors.UsageError` before any run file exists.
+    """
+    plugins = plugins or load_plugins()
+    built = prepare(recipe, overrides, plugins)
+    recipe_obj = built.recipe
+    path: Path | None = None
+    registered: list[object] = []
+    try:
+        if store:
+            folder = Path(out_dir) if out_dir is not None else recipe_obj.store.dir
+            if not folder.is_absolute() and out_dir is None:
+                folder = Path.cwd() / folder
+            _check_writable(folder)
+            path = run_path(folder, recipe_obj.name)
+            run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj)
+            if run_store is not None:
+                plugins.pm.register(run_store, name=f"store:{path}")
+                registered.append(run_store)
+        for index, observer in enumerate(observers):
+            plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
+            registered.append(observer)
+        engine = Engine(built, plugins.hook, run_info(built, path))
+        end = engine.run()
+    finally:
+        for plugin in registered:
+            close = getattr(plugin, "close", None)
+            if callable(close):
+                close()
+            plugins.pm.unregister(plugin)
+    return RunResult(path, end)

@@ -1,0 +1,20 @@
+"""What a run store is: a plugin object observing the lifecycle hooks, closed at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = ["RunStore"]
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """A store records one run. It is registered as a plugin for the run's duration and so
+    receives ``stnkit_run_start``/``step_end``/``epoch_end``/``run_end``; ``close`` must be
+    idempotent and leave a readable file whatever happened before it.
+    """
+
+    path: Path
+
+    def close(self) -> None: ...

@@ -1,0 +1,291 @@
+"""The built-in run store: one HDF5 file per run, written in SWMR mode so it can be read live.
+
+Everything the file will hold is created when the run starts (SWMR forbids creating objects
+later); rows are buffered in memory and appended at most every ``store.flush_seconds`` seconds,
+at every epoch end and at the end of the run. The final status is set after leaving SWMR mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from stnkit._version import __version__
+from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
+from stnkit.hookspecs import hookimpl
+from stnkit.recipe import Recipe
+from stnkit.store.schema import FORMAT, SCHEMA_VERSION
+
+__all__ = ["HDF5Store"]
+
+_CHUNK = 256
+_STR = h5py.string_dtype()
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class _Table:
+    """An appendable group of equal-length columns, buffered until flushed."""
+
+    def __init__(self, group: h5py.Group, columns: dict[str, tuple[Any, int]]) -> None:
+        """``columns``: name → (dtype, width); width 0 is a vector, > 0 a ``(N, width)`` matrix."""
+        self.datasets: dict[str, h5py.Dataset] = {}
+        self.rows: dict[str, list[Any]] = {name: [] for name in columns}
+        for name, (dtype, width) in columns.items():
+            if width:
+                ds = group.create_dataset(
+                    name, shape=(0, width), maxshape=(None, width), chunks=(_CHUNK, width), dtype=dtype
+                )
+            else:
+                ds = group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_CHUNK,), dtype=dtype)
+            self.datasets[name] = ds
+
+    def add(self, **row: Any) -> None:
+        for name, value in row.items():
+            self.rows[name].append(value)
+
+    def pending(self) -> int:
+        return len(next(iter(self.rows.values()), []))
+
+    def flush(self) -> None:
+        count = self.pending()
+        if not count:
+            return
+        for name, ds in self.datasets.items():
+            values = np.asarray(self.rows[name], dtype=ds.dtype)
+            start = ds.shape[0]
+            ds.resize(start + count, axis=0)
+            ds[start:] = values
+            ds.flush()
+            self.rows[name].clear()
+
+
+class HDF5Store:
+    """Records a run into ``path``; see ``docs/store.md`` for the layout."""
+
+    def __init__(self, path: Path, recipe: Recipe) -> None:
+        self.path = Path(path)
+        self.recipe = recipe
+        self.file: h5py.File | None = None
+        self.names: tuple[str, ...] = ()
+        self.metrics: tuple[str, ...] = ()
+        self.log_every = recipe.train.log_every
+        self.flush_seconds = recipe.store.flush_seconds
+        self._last_flush = 0.0
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._closed = False
+
+    # -- lifecycle hooks ------------------------------------------------------------------------
+
+    @hookimpl
+    def stnkit_run_start(self, run: RunInfo) -> None:
+        self.names = run.hyperparameters
+        self.metrics = run.metrics
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create(run)
+        except BaseException:
+            self._abandon()
+            raise
+
+    @hookimpl
+    def stnkit_step_end(self, run: RunInfo, step: StepEnd) -> None:
+        if self.file is None:
+            return
+        if step.phase == "weight":
+            self._loss_sum += step.loss
+            self._loss_count += 1
+            if step.step % self.log_every == 0:
+                self.train.add(
+                    step=step.step,
+                    epoch=step.epoch,
+                    time=step.time,
+                    loss=self._loss_sum / self._loss_count,
+                    lr=step.lr,
+                )
+                self._loss_sum, self._loss_count = 0.0, 0
+        else:
+            self.hyper.add(
+                step=step.step,
+                hyper_step=step.hyper_step,
+                epoch=step.epoch,
+                time=step.time,
+                val_loss=step.loss,
+                values=self._row(step.values),
+                scales=self._row(step.scales),
+            )
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    @hookimpl
+    def stnkit_epoch_end(self, run: RunInfo, epoch: EpochEnd) -> None:
+        if self.file is None:
+            return
+        self.epochs.add(
+            epoch=epoch.epoch,
+            step=epoch.step,
+            hyper_step=epoch.hyper_step,
+            time=epoch.time,
+            train_loss=epoch.train_loss,
+            val_loss=epoch.val_loss,
+            lr=epoch.lr,
+            values=self._row(epoch.values),
+            scales=self._row(epoch.scales),
+            best=int(epoch.best),
+        )
+        self.epoch_metrics.add(**{m: epoch.val_metrics.get(m, math.nan) for m in self.metrics})
+        self.flush()
+
+    @hookimpl
+    def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
+        if self.file is None:
+            return
+        file = self.file
+        self.flush()
+        file["hyperparameters/final"][...] = self._row(result.final_values)
+        file["hyperparameters/best"][...] = self._row(result.best_values)
+        for name in self.metrics:
+            file[f"test/{name}"][...] = result.test_metrics.get(name, math.nan)
+            file[f"best_valid/{name}"][...] = result.best_val_metrics.get(name, math.nan)
+        file.flush()
+        file.close()
+        self.file = None
+        # attributes cannot change under SWMR: reopen normally to record how the run ended
+        with h5py.File(self.path, "r+") as final:
+            final.attrs["status"] = result.status
+            final.attrs["message"] = result.message
+            final.attrs["ended"] = utc_now()
+            final.attrs["steps"] = result.step
+            final.attrs["epochs"] = result.epoch
+            final.attrs["best_epoch"] = -1 if result.best_epoch is None else result.best_epoch
+            final.attrs["best_val_loss"] = math.nan if result.best_val_loss is None else result.best_val_loss
+        self._closed = True
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _create(self, run: RunInfo) -> None:
+        width = len(self.names)
+        file = h5py.File(self.path, "w-", libver="latest")
+        self.file = file
+        attrs = file.attrs
+        attrs["format"] = FORMAT
+        attrs["schema_version"] = SCHEMA_VERSION
+        attrs["name"] = run.name
+        attrs["status"] = "running"
+        attrs["message"] = ""
+        attrs["created"] = utc_now()
+        attrs["stnkit_version"] = __version__
+        attrs["torch_version"] = str(torch.__version__)
+        attrs["h5py_version"] = h5py.__version__
+        attrs["device"] = run.device
+        attrs["seed"] = run.seed
+        attrs["recipe"] = self.recipe.to_yaml()
+        attrs["recipe_source"] = self.recipe.source or ""
+        attrs["response"] = self.recipe.response.name
+        attrs["tunes"] = run.tunes
+        attrs["steps_per_epoch"] = run.steps_per_epoch
+        attrs["epochs_planned"] = run.epochs
+        attrs["flush_seconds"] = self.flush_seconds
+        hp = file.create_group("hyperparameters")
+        hp.create_dataset("names", data=np.array(self.names, dtype=object), dtype=_STR)
+        hp.create_dataset(
+            "kinds", data=np.array([self._kind(n) for n in self.names], dtype=object), dtype=_STR
+        )
+        hp.create_dataset("integer", data=np.array([n in run.integer for n in self.names], dtype=bool))
+        hp.create_dataset("initial", data=self._row(run.initial_values))
+        hp.create_dataset("initial_scales", data=self._row(run.initial_scales))
+        hp.create_dataset("final", data=np.full(width, math.nan))
+        hp.create_dataset("best", data=np.full(width, math.nan))
+        f64, i64 = np.float64, np.int64
+        self.hyper = _Table(
+            file.create_group("hyper"),
+            {
+                "step": (i64, 0),
+                "hyper_step": (i64, 0),
+                "epoch": (i64, 0),
+                "time": (f64, 0),
+                "val_loss": (f64, 0),
+                "values": (f64, width),
+                "scales": (f64, width),
+            },
+        )
+        self.train = _Table(
+            file.create_group("train"),
+            {"step": (i64, 0), "epoch": (i64, 0), "time": (f64, 0), "loss": (f64, 0), "lr": (f64, 0)},
+        )
+        epochs = file.create_group("epochs")
+        self.epochs = _Table(
+            epochs,
+            {
+                "epoch": (i64, 0),
+                "step": (i64, 0),
+                "hyper_step": (i64, 0),
+                "time": (f64, 0),
+                "train_loss": (f64, 0),
+                "val_loss": (f64, 0),
+                "lr": (f64, 0),
+                "values": (f64, width),
+                "scales": (f64, width),
+                "best": (np.int8, 0),
+            },
+        )
+        self.epoch_metrics = _Table(epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics})
+        test = file.create_group("test")
+        best_valid = file.create_group("best_valid")
+        for name in self.metrics:
+            test.create_dataset(name, data=math.nan)
+            best_valid.create_dataset(name, data=math.nan)
+        file.create_dataset("heartbeat", data=time.time())
+        file.swmr_mode = True
+        self._last_flush = time.monotonic()
+
+    def _kind(self, name: str) -> str:
+        entry = self.recipe.hyperparameters.get(name, {})
+        return str(entry.get("kind", ""))
+
+    def _row(self, values: dict[str, float] | None) -> np.ndarray:
+        values = values or {}
+        return np.array([values.get(name, math.nan) for name in self.names], dtype=np.float64)
+
+    def flush(self) -> None:
+        if self.file is None:
+            return
+        for table in (self.hyper, self.train, self.epochs, self.epoch_metrics):
+            table.flush()
+        self.file["heartbeat"][...] = time.time()
+        self.file.flush()
+        self._last_flush = time.monotonic()
+
+    def _abandon(self) -> None:
+        """Creation failed half-way: leave no half-written file behind."""
+        if self.file is not None:
+            # the file may be unusable; removing it is what matters
+            with contextlib.suppress(Exception):
+                self.file.close()
+            self.file = None
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the file if the run ended without ``stnkit_run_end`` (status stays "running")."""
+        if self.file is not None:
+            try:
+                self.flush()
+            finally:
+                self.file.close()
+                self.file = None
+
+
+@hookimpl(trylast=True)
+def stnkit_make_store(path: Path, recipe: Recipe) -> HDF5Store:
+    return HDF5Store(path, recipe)

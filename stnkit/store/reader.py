@@ -1,0 +1,255 @@
+"""Reading run files: :func:`open_run` returns a :class:`RunRecord` of numpy arrays.
+
+Files are opened with ``swmr=True`` so a run that is still being written can be read; the
+record is a snapshot, :meth:`RunRecord.refresh` takes a new one. Reading never executes code
+from the file: the recipe is parsed with ``yaml.safe_load`` and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+from stnkit.errors import RunFileError
+from stnkit.store.schema import FORMAT, SCHEMA_VERSION, STALE_AFTER_MIN
+
+__all__ = ["RunRecord", "open_run"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _table(group: h5py.Group) -> dict[str, np.ndarray]:
+    return {name: np.asarray(ds[()]) for name, ds in group.items() if isinstance(ds, h5py.Dataset)}
+
+
+@dataclass
+class RunRecord:
+    """A snapshot of one run file.
+
+    ``hyper``: per hyper step — ``step``, ``hyper_step``, ``epoch``, ``time``, ``val_loss`` ``(N,)``,
+    ``values`` and ``scales`` ``(N, H)``. ``train``: per logging step — ``step``, ``epoch``,
+    ``time``, ``loss``, ``lr``. ``epochs``: per epoch — ``epoch``, ``step``, ``time``,
+    ``train_loss``, ``val_loss``, ``lr``, ``values``, ``scales``, ``best`` and ``metrics`` (a dict
+    of ``(N,)`` arrays). Columns of ``values`` follow :attr:`hyperparameters`.
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    hyperparameters: tuple[str, ...]
+    kinds: tuple[str, ...]
+    integer: tuple[bool, ...]
+    initial: dict[str, float]
+    initial_scales: dict[str, float]
+    final: dict[str, float]
+    best: dict[str, float]
+    hyper: dict[str, np.ndarray]
+    train: dict[str, np.ndarray]
+    epochs: dict[str, Any]
+    test: dict[str, float]
+    best_valid: dict[str, float]
+    heartbeat: float = math.nan
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.attrs.get("name", ""))
+
+    @property
+    def status(self) -> str:
+        """The recorded status; a "running" run whose writer stopped is reported "interrupted"."""
+        status = str(self.attrs.get("status", "unknown"))
+        if status == "running" and self.stale:
+            return "interrupted"
+        return status
+
+    @property
+    def stale(self) -> bool:
+        """True when the file says "running" but its heartbeat stopped long ago."""
+        if str(self.attrs.get("status")) != "running" or not math.isfinite(self.heartbeat):
+            return False
+        limit = max(STALE_AFTER_MIN, 3 * float(self.attrs.get("flush_seconds", 5.0)))
+        return time.time() - self.heartbeat > limit
+
+    @property
+    def recipe_text(self) -> str:
+        return str(self.attrs.get("recipe", ""))
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The effective recipe as a dict (parsed safely)."""
+        data = yaml.safe_load(self.recipe_text) if self.recipe_text else {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def steps(self) -> int:
+        if "steps" in self.attrs:
+            return int(self.attrs["steps"])
+        candidates = [self.train.get("step"), self.hyper.get("step"), self.epochs.get("step")]
+        return max((int(c[-1]) for c in candidates if c is not None and len(c)), default=0)
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.epochs.get("epoch", ()))
+
+    @property
+    def best_val_loss(self) -> float | None:
+        losses = self.epochs.get("val_loss")
+        if losses is None or not len(losses) or not np.isfinite(losses).any():
+            return None
+        return float(np.nanmin(losses))
+
+    # -- trajectories ---------------------------------------------------------------------------
+
+    def values(self, name: str) -> np.ndarray:
+        """Constrained trajectory of one hyperparameter over hyper steps, ``(N,)``."""
+        return self.hyper["values"][:, self._index(name)]
+
+    def scales(self, name: str) -> np.ndarray:
+        """Perturbation scale σ of one hyperparameter over hyper steps, ``(N,)``."""
+        return self.hyper["scales"][:, self._index(name)]
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.hyperparameters.index(name)
+        except ValueError:
+            raise KeyError(
+                f"{name!r} is not a hyperparameter of this run ({', '.join(self.hyperparameters)})"
+            ) from None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary ``stnkit show --json`` prints."""
+        best_epoch = int(self.attrs.get("best_epoch", -1))
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "status": self.status,
+            "message": str(self.attrs.get("message", "")),
+            "created": str(self.attrs.get("created", "")),
+            "ended": str(self.attrs.get("ended", "")) or None,
+            "response": str(self.attrs.get("response", "")),
+            "seed": int(self.attrs.get("seed", 0)),
+            "device": str(self.attrs.get("device", "")),
+            "stnkit_version": str(self.attrs.get("stnkit_version", "")),
+            "torch_version": str(self.attrs.get("torch_version", "")),
+            "steps": self.steps,
+            "hyper_steps": int(self.hyper["hyper_step"][-1]) if len(self.hyper.get("hyper_step", ())) else 0,
+            "epochs": self.n_epochs,
+            "best_epoch": best_epoch if best_epoch > 0 else None,
+            "best_val_loss": _json_float(self.best_val_loss),
+            "best_valid": {k: _json_float(v) for k, v in self.best_valid.items()},
+            "test": {k: _json_float(v) for k, v in self.test.items() if math.isfinite(v)},
+            "epoch_metrics": {
+                k: [_json_float(x) for x in v] for k, v in self.epochs.get("metrics", {}).items()
+            },
+            "hyperparameters": {
+                name: {
+                    "kind": self.kinds[i],
+                    "initial": _json_float(self.initial.get(name)),
+                    "final": _json_float(self.final.get(name)),
+                    "best": _json_float(self.best.get(name)),
+                    "final_scale": _json_float(
+                        float(self.hyper["scales"][-1, i]) if len(self.hyper.get("scales", ())) else None
+                    ),
+                }
+                for i, name in enumerate(self.hyperparameters)
+            },
+        }
+
+    def refresh(self) -> RunRecord:
+        """A new snapshot of the same file (for runs still being written)."""
+        return open_run(self.path)
+
+
+def _json_float(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _named(names: tuple[str, ...], row: np.ndarray) -> dict[str, float]:
+    return {name: float(row[i]) for i, name in enumerate(names)}
+
+
+def open_run(path: str | Path) -> RunRecord:
+    """Read a run file into a :class:`RunRecord`. Raises :class:`RunFileError` if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise RunFileError(f"run file not found: {path}")
+    try:
+        handle = h5py.File(path, "r", swmr=True)
+    except OSError:
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:
+            raise RunFileError(f"{path} is not a readable HDF5 run file ({error})") from None
+    with handle as file:
+        attrs = {key: _attr(value) for key, value in file.attrs.items()}
+        if attrs.get("format") != FORMAT:
+            raise RunFileError(f"{path} is not a stnkit run file (no format={FORMAT!r} attribute)")
+        version = int(attrs.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise RunFileError(
+                f"{path} uses run-file schema {version}; this stnkit reads up to "
+                f"{SCHEMA_VERSION}: upgrade stnkit"
+            )
+        try:
+            hp = file["hyperparameters"]
+            names = tuple(_text(n) for n in hp["names"][()])
+            record = RunRecord(
+                path=path,
+                attrs=attrs,
+                hyperparameters=names,
+                kinds=tuple(_text(k) for k in hp["kinds"][()]),
+                integer=tuple(bool(x) for x in hp["integer"][()]),
+                initial=_named(names, hp["initial"][()]),
+                initial_scales=_named(names, hp["initial_scales"][()]),
+                final=_named(names, hp["final"][()]),
+                best=_named(names, hp["best"][()]),
+                hyper=_table(file["hyper"]),
+                train=_table(file["train"]),
+                epochs={**_table(file["epochs"]), "metrics": _table(file["epochs/metrics"])},
+                test={k: float(v) for k, v in _table(file["test"]).items()},
+                best_valid={k: float(v) for k, v in _table(file["best_valid"]).items()},
+                heartbeat=float(file["heartbeat"][()]) if "heartbeat" in file else math.nan,
+            )
+        except KeyError as error:
+            raise RunFileError(f"{path} is missing part of the run layout: {error}") from None
+    _trim(record)
+    return record
+
+
+def _trim(record: RunRecord) -> None:
+    """A reader may catch a writer between columns of one flush: keep whole rows only."""
+    for table in (record.hyper, record.train):
+        _trim_table(table)
+    epoch_columns = {k: v for k, v in record.epochs.items() if k != "metrics"}
+    n = min((len(v) for v in [*epoch_columns.values(), *record.epochs["metrics"].values()]), default=0)
+    for key, value in epoch_columns.items():
+        record.epochs[key] = value[:n]
+    record.epochs["metrics"] = {k: v[:n] for k, v in record.epochs["metrics"].items()}
+
+
+def _trim_table(table: dict[str, np.ndarray]) -> None:
+    n = min((len(v) for v in table.values()), default=0)
+    for key in table:
+        table[key] = table[key][:n]
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -19,7 +19,7 @@ from stnkit.hyper.space import HyperSpace
 from stnkit.model import StnModel
 from stnkit.objective import Objective
 from stnkit.plugins import Plugins
-from stnkit.recipe import ComponentSection, OptimizerConfig, Recipe, pydantic_problems
+from stnkit.recipe import ComponentSection, OptimizerConfig, Recipe, mark_overrides, pydantic_problems
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
 
@@ -242,7 +242,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
                     (f"response.schedule.values.{name}", f"{name!r} is not a declared hyperparameter")
                 )
     if problems:
-        raise RecipeError(_dedupe(problems))
+        raise RecipeError(mark_overrides(_dedupe(problems), recipe.overridden))
     assert data
     assert model
     assert response
@@ -316,7 +316,9 @@ def build(resolved: Resolved) -> Built:
         default_scale=recipe.train.perturbation.init_scale,
         constants=resolved.constants,
     ).to(device)
-    model: StnModel = resolved.model.cls(resolved.model.config, info, space.size).to(device)
+    # without a response the model is built plain: no response weights to carry or update
+    n_hyper = space.size if resolved.response.cls.uses_response else 0
+    model: StnModel = resolved.model.cls(resolved.model.config, info, n_hyper).to(device)
     response: ResponseModel = resolved.response.cls(resolved.response.config, space)
     objective: Objective = resolved.objective.cls(resolved.objective.config, info.task)
     augmentations: list[Augmentation] = [a.cls(a.config, info) for a in resolved.augment]

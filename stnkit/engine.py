@@ -106,7 +106,8 @@ class Engine:
             val_loss = metrics["loss"]
             if not math.isfinite(val_loss):
                 raise DivergenceError(
-                    f"validation loss became {val_loss} after epoch {epoch} (weight step {self.step})",
+                    f"validation loss became {val_loss} after epoch {epoch} (weight step {self.step}); "
+                    f"hyperparameters: {_fmt(self.space.values())}",
                     self.step,
                 )
             improved = self.best is None or val_loss < self.best.val_loss

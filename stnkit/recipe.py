@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_recipe",
+    "mark_overrides",
     "parse_recipe",
     "pydantic_problems",
 ]
@@ -130,6 +131,11 @@ class Recipe(_Strict):
     def base_dir(self) -> Path:
         """Folder that relative paths in the recipe resolve against (the recipe file's folder)."""
         return self._base_dir
+
+    @property
+    def overridden(self) -> tuple[str, ...]:
+        """Dotted keys that ``--set`` overrides changed."""
+        return self._overridden
 
     @property
     def source(self) -> str | None:
@@ -273,7 +279,7 @@ def _known_keys(model: type[BaseModel], path: Sequence[int | str]) -> list[str]:
     return list(current.model_fields) if current is not None else []
 
 
-def _mark_overrides(problems: list[Problem], overridden: Sequence[str]) -> list[Problem]:
+def mark_overrides(problems: list[Problem], overridden: Sequence[str]) -> list[Problem]:
     marked: list[Problem] = []
     for loc, msg in problems:
         hit = any(loc == key or loc.startswith(key + ".") or key.startswith(loc + ".") for key in overridden)
@@ -292,7 +298,7 @@ def parse_recipe(
         recipe = Recipe.model_validate(dict(data))
     except ValidationError as error:
         problems = pydantic_problems(error, model=Recipe)
-        raise RecipeError(_mark_overrides(problems, overridden)) from None
+        raise RecipeError(mark_overrides(problems, overridden)) from None
     recipe._base_dir = base_dir
     recipe._source = source
     recipe._overridden = tuple(overridden)

@@ -22,7 +22,7 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def _downsample(values: list[float], width: int = 40) -> list[float]:
+def _downsample(values: list[float], width: int = 16) -> list[float]:
     if len(values) <= width:
         return values
     step = len(values) / width
@@ -55,13 +55,14 @@ def render_run(record: RunRecord) -> RenderableType:
     parts: list[RenderableType] = [head]
     if record.hyperparameters:
         table = Table(title="hyperparameters", title_justify="left", header_style="bold")
-        for column in ("name", "kind", "initial", "final", "at best", "σ final", "trajectory"):
-            table.add_column(column, justify="left" if column in ("name", "kind", "trajectory") else "right")
+        table.add_column("name", no_wrap=True)
+        for column in ("initial", "final", "at best", "σ final"):  # at-best: at the best epoch
+            table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+        table.add_column("trajectory", no_wrap=True, min_width=16)
         for name, info in summary["hyperparameters"].items():
             trajectory = record.values(name).tolist() if len(record.hyper.get("values", ())) else []
             table.add_row(
-                name,
-                info["kind"],
+                Text.assemble(name, (f" {info['kind'][:3]}", "dim")),
                 _fmt(info["initial"]),
                 _fmt(info["final"]),
                 _fmt(info["best"]),

@@ -35,7 +35,7 @@ class HyperBatch:
 
     def scalar(self, name: str) -> float:
         """The value of a per-batch hyperparameter (the first example's value)."""
-        return float(self.values[name][0])
+        return float(self.values[name][0].detach())
 
     def discrete(self, name: str) -> Tensor:
         """An integer hyperparameter floored into its range, shape ``(B,)``, dtype long."""

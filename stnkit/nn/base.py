@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HYPER_INIT_STD", "BestResponse", "gates", "init_hyper_weight"]
+__all__ = ["HYPER_INIT_STD", "BestResponse", "elementary", "gates", "init_hyper_weight", "uniform_fan_in"]
 
 # V starts near zero so that at the start a best-response layer computes the plain layer.
 HYPER_INIT_STD = 0.01
@@ -30,20 +30,48 @@ def gates(
     g = F.linear(hnet, hyper_weight)
     shape = [hnet.shape[0]] + [1] * (ndim - 1)
     shape[channel_dim] = out
-    gw, gb = g[:, :out], g[:, out:]
-    return gw.reshape(shape), gb.reshape(shape)
+    return g[:, :out].reshape(shape), g[:, out:].reshape(shape)
+
+
+def elementary(stacked: Tensor) -> Tensor:
+    """The elementary half of a stacked ``(stacks, ...)`` weight.
+
+    A layer built without a response branch has one stack; taking it as a view (not an index)
+    keeps its backward free of the full-size zero fill an index would cost.
+    """
+    return stacked.squeeze(0) if stacked.shape[0] == 1 else stacked[0]
 
 
 class BestResponse(nn.Module):
-    """Marker base class of best-response layers: holds ``hyper_weight`` (V, shape ``(2·out, H)``)."""
+    """Base class of best-response layers.
 
-    hyper_weight: nn.Parameter
+    ``n_hyper`` is the hypernetwork input width ``H``. With ``n_hyper=0`` the layer is built
+    without a response branch — one weight stack, no ``V`` — and is exactly the plain layer: what
+    the ``fixed`` response trains, at plain-network speed.
+    """
+
     n_hyper: int
 
-    def _make_hyper_weight(self, out: int, n_hyper: int) -> None:
-        self.n_hyper = n_hyper
-        self.hyper_weight = nn.Parameter(torch.empty(2 * out, n_hyper))
-        init_hyper_weight(self.hyper_weight)
+    @property
+    def stacks(self) -> int:
+        return 2 if self.n_hyper > 0 else 1
+
+    @property
+    def has_response(self) -> bool:
+        return self.n_hyper > 0
+
+    def _check(self, hnet: Tensor | None) -> None:
+        if hnet is not None and not self.has_response:
+            raise ValueError(f"{type(self).__name__} was built without a response branch (n_hyper=0)")
+
+    def _make_hyper_weight(self, out: int, n_hyper: int, name: str = "hyper_weight") -> None:
+        """Register ``V`` (shape ``(2·out, H)``) under ``name``, or nothing without a response."""
+        if n_hyper > 0:
+            weight = nn.Parameter(torch.empty(2 * out, n_hyper))
+            init_hyper_weight(weight)
+            self.register_parameter(name, weight)
+        else:
+            self.register_parameter(name, None)
 
 
 def uniform_fan_in(tensor: Tensor, fan_in: int) -> None:

@@ -48,12 +48,12 @@ def locked_dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
 
 
 def embedding_dropout(weight: Tensor, p: float, training: bool) -> Tensor:
-    """Drop whole rows (words) of an embedding table ``(..., V, D)`` with one rate for the batch."""
+    """Drop whole words — rows along dimension 0 of a ``(V, ...)`` table — with one rate per batch."""
     if not training or p <= 0.0:
         return weight
     keep = 1.0 - p
-    rows = weight.shape[-2]
-    mask = (torch.rand(rows, 1, device=weight.device) < keep).to(weight.dtype) / keep
+    shape = (weight.shape[0],) + (1,) * (weight.dim() - 1)
+    mask = (torch.rand(shape, device=weight.device) < keep).to(weight.dtype) / keep
     return weight * mask
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from stnkit.nn.base import BestResponse, gates, init_hyper_weight
+from stnkit.nn.base import BestResponse, elementary, gates
 from stnkit.nn.dropout import dropconnect as _dropconnect
 from stnkit.nn.linear import br_linear
 
@@ -27,26 +27,27 @@ class BRLSTMLayer(BestResponse):
     ``(B, hidden) × (hidden, 8·hidden)`` matmul for both hidden→hidden branches.
     """
 
+    hyper_ih: nn.Parameter | None
+    hyper_hh: nn.Parameter | None
+
     def __init__(self, input_size: int, hidden_size: int, n_hyper: int) -> None:
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.n_hyper = n_hyper
         gate = 4 * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(2, gate, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(2, gate, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(2, gate))
-        self.bias_hh = nn.Parameter(torch.empty(2, gate))
-        self.hyper_ih = nn.Parameter(torch.empty(2 * gate, n_hyper))
-        self.hyper_hh = nn.Parameter(torch.empty(2 * gate, n_hyper))
+        self.weight_ih = nn.Parameter(torch.empty(self.stacks, gate, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(self.stacks, gate, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(self.stacks, gate))
+        self.bias_hh = nn.Parameter(torch.empty(self.stacks, gate))
+        self._make_hyper_weight(gate, n_hyper, "hyper_ih")
+        self._make_hyper_weight(gate, n_hyper, "hyper_hh")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
             nn.init.uniform_(weight, -bound, bound)
-        init_hyper_weight(self.hyper_ih)
-        init_hyper_weight(self.hyper_hh)
 
     def forward(
         self,
@@ -60,34 +61,37 @@ class BRLSTMLayer(BestResponse):
         ``dropconnect``: rate of DropConnect on the hidden→hidden weights (training mode only),
         one mask for the whole sequence, shared by the elementary and response weights.
         """
-        batch, _steps, _ = x.shape
-        gate = 4 * self.hidden_size
+        self._check(hnet)
+        batch = x.shape[0]
+        hidden = self.hidden_size
+        gate = 4 * hidden
         w_hh = _dropconnect(self.weight_hh, dropconnect, self.training, shared_dims=1)
         pre = br_linear(x, hnet, self.weight_ih, self.bias_ih, self.hyper_ih)
+        gw: Tensor | None = None
         if hnet is None:
-            pre = pre + self.bias_hh[0]
-            w = w_hh[0]
-            gw = None
+            pre = pre + elementary(self.bias_hh)
+            w_t = elementary(w_hh).t()
         else:
+            assert self.hyper_hh is not None
             gw, gb = gates(hnet, self.hyper_hh, gate, 2)
             pre = pre + torch.addcmul(self.bias_hh[0], gb, self.bias_hh[1]).unsqueeze(1)
-            w = w_hh.reshape(2 * gate, self.hidden_size)
+            w_t = w_hh.reshape(2 * gate, hidden).t()
         if state is None:
-            zeros = x.new_zeros(batch, self.hidden_size)
-            h, c = zeros, zeros
+            h = c = x.new_zeros(batch, hidden)
         else:
             h, c = state
         outputs = []
+        # one matmul and six elementwise ops per step: the loop is Python, so every op counts
         for t_pre in pre.unbind(1):
-            y = torch.mm(h, w.t())
             if gw is None:
-                g = y + t_pre
+                g = torch.addmm(t_pre, h, w_t)
             else:
-                elementary, response = y[:, :gate], y[:, gate:]
-                g = torch.addcmul(elementary, gw, response) + t_pre
-            i, f, cand, o = g.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
-            h = torch.sigmoid(o) * torch.tanh(c)
+                y = torch.mm(h, w_t)
+                g = torch.addcmul(y[:, :gate] + t_pre, gw, y[:, gate:])
+            s = torch.sigmoid(g)
+            cand = torch.tanh(g[:, 2 * hidden : 3 * hidden])
+            c = torch.addcmul(s[:, hidden : 2 * hidden] * c, s[:, :hidden], cand)
+            h = s[:, 3 * hidden :] * torch.tanh(c)
             outputs.append(h)
         return torch.stack(outputs, dim=1), (h, c)
 

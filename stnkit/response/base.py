@@ -45,11 +45,13 @@ class TrainingParts:
 class ResponseModel(Component):
     """How the hypernetwork is fed and how weight and hyper steps are taken.
 
-    ``tunes``: whether the engine runs hyper steps at all. Subclasses implement
-    :meth:`weight_step`, :meth:`hyper_step` (if they tune) and :meth:`eval_batch`.
+    ``tunes``: whether the engine runs hyper steps at all. ``uses_response``: whether the model is
+    built with response branches (without them it is exactly the plain network). Subclasses
+    implement :meth:`weight_step`, :meth:`hyper_step` (if they tune) and :meth:`eval_batch`.
     """
 
     tunes: ClassVar[bool] = True
+    uses_response: ClassVar[bool] = True
 
     def __init__(self, config: Any, space: HyperSpace) -> None:
         self.config = config

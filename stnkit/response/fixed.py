@@ -39,6 +39,7 @@ class FixedResponse(ResponseModel):
 
     name = "fixed"
     tunes = False
+    uses_response = False
 
     class Config(ComponentConfig):
         schedule: ScheduleConfig | None = None

@@ -87,8 +87,9 @@ class HDF5Store:
         self._closed = False
 
     # -- lifecycle hooks ------------------------------------------------------------------------
+    # tryfirst: the record is on disk before any other observer reacts to the event
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def stnkit_run_start(self, run: RunInfo) -> None:
         self.names = run.hyperparameters
         self.metrics = run.metrics
@@ -99,7 +100,7 @@ class HDF5Store:
             self._abandon()
             raise
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def stnkit_step_end(self, run: RunInfo, step: StepEnd) -> None:
         if self.file is None:
             return
@@ -128,7 +129,7 @@ class HDF5Store:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def stnkit_epoch_end(self, run: RunInfo, epoch: EpochEnd) -> None:
         if self.file is None:
             return
@@ -147,7 +148,7 @@ class HDF5Store:
         self.epoch_metrics.add(**{m: epoch.val_metrics.get(m, math.nan) for m in self.metrics})
         self.flush()
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self.file is None:
             return

@@ -98,8 +98,8 @@ class TabularData(Dataset):
             output_size = num_classes
         else:
             task = RegressionTask()
-            y = arrays["y_train"]
-            output_size = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+            targets = arrays["y_train"]
+            output_size = 1 if targets.ndim == 1 else int(np.prod(targets.shape[1:]))
         n_train = len(self.splits["train"][0])
         steps = n_train // config.batch_size if config.drop_last else math.ceil(n_train / config.batch_size)
         self._info = DataInfo(

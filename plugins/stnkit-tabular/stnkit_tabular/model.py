@@ -71,6 +71,11 @@ class STNMLP(StnModel):
             h = h.squeeze(-1)
         penalty = None
         if self.training:
-            norms = torch.stack([layer.weight_sq_norm(hp.hnet) for layer in self.layers]).sum(dim=0)
+            norms = torch.stack([_linear(layer).weight_sq_norm(hp.hnet) for layer in self.layers]).sum(dim=0)
             penalty = (hp["weight_decay"] * norms).mean()
         return ModelOutput(h, penalty)
+
+
+def _linear(module: nn.Module) -> BRLinear:
+    assert isinstance(module, BRLinear)
+    return module

@@ -1,0 +1,106 @@
+"""The HDF5 run file: layout, contents, status, and the reader API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+import stnkit
+from stnkit.cli import main
+from stnkit.errors import RunFileError
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> stnkit.RunResult:
+    from tests.conftest import write_recipe
+
+    path = write_recipe(tmp_path_factory.mktemp("store"), train__epochs=5)
+    return stnkit.run(path)
+
+
+def test_file_name_and_metadata(finished: stnkit.RunResult) -> None:
+    path = finished.path
+    assert path is not None and path.parent.name == "runs"
+    assert path.name.startswith("ridge-") and path.name.endswith("Z.h5")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "stnkit-run"
+        assert f.attrs["status"] == "completed"
+        assert f.attrs["seed"] == 0
+        assert f.attrs["torch_version"] and f.attrs["stnkit_version"] == stnkit.__version__
+        recipe = yaml.safe_load(f.attrs["recipe"])
+        assert recipe["model"]["name"] == "stn-mlp" and recipe["train"]["epochs"] == 5
+
+
+def test_trajectories_are_recorded(finished: stnkit.RunResult) -> None:
+    record = stnkit.open_run(finished.path)  # type: ignore[arg-type]
+    assert record.hyperparameters == ("weight_decay",)
+    n_hyper = len(record.hyper["step"])
+    assert n_hyper == 4  # 10 weight steps, warm-up 2, then one hyper step per 2 weight steps
+    assert record.hyper["values"].shape == (n_hyper, 1) and record.hyper["scales"].shape == (n_hyper, 1)
+    assert np.all(np.diff(record.hyper["step"]) > 0) and np.all(np.diff(record.hyper["time"]) >= 0)
+    assert record.train["step"].tolist() == [2, 4, 6, 8, 10]  # log_every: 2
+    assert record.epochs["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert set(record.epochs["metrics"]) == {"loss", "rmse"}
+    np.testing.assert_allclose(record.epochs["metrics"]["loss"], record.epochs["val_loss"])
+    assert record.values("weight_decay")[-1] == pytest.approx(record.final["weight_decay"], rel=1e-5)
+    assert record.initial["weight_decay"] == pytest.approx(0.01, rel=1e-5)
+    assert finished.end.test_metrics["loss"] == pytest.approx(record.test["loss"])
+
+
+def test_summary_json(finished: stnkit.RunResult, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(finished.path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("status", "name", "steps", "epochs", "best_val_loss", "test", "hyperparameters"):
+        assert key in summary
+    assert summary["status"] == "completed" and summary["steps"] == 10 and summary["epochs"] == 5
+    wd = summary["hyperparameters"]["weight_decay"]
+    assert wd["initial"] == pytest.approx(0.01, rel=1e-5) and wd["final"] > 0
+    assert summary["best_val_loss"] == pytest.approx(finished.end.best_val_loss)
+
+
+def test_show_renders(finished: stnkit.RunResult, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(finished.path)]) == 0
+    out = capsys.readouterr().out
+    assert "completed" in out and "weight_decay" in out and "test" in out
+
+
+def test_plain_h5py_can_read_it(finished: stnkit.RunResult) -> None:
+    with h5py.File(finished.path, "r") as f:  # type: ignore[arg-type]
+        names = [n.decode() for n in f["hyperparameters/names"][()]]
+        assert names == ["weight_decay"]
+        assert f["hyper/values"].shape[1] == 1 and f["epochs/metrics/rmse"].shape == (5,)
+
+
+def test_not_a_run_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    with pytest.raises(RunFileError, match="not a stnkit run file"):
+        stnkit.open_run(other)
+    (tmp_path / "text.h5").write_text("hello")
+    assert main(["show", str(tmp_path / "text.h5")]) == 2
+    assert "not a readable HDF5" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "missing.h5")]) == 2
+
+
+def test_live_run_is_readable_while_written(ridge_recipe: Path) -> None:
+    from stnkit.events import EpochEnd, RunInfo
+    from stnkit.hookspecs import hookimpl
+
+    seen: list[int] = []
+
+    class Peek:
+        @hookimpl
+        def stnkit_epoch_end(self, run: RunInfo, epoch: EpochEnd) -> None:
+            record = stnkit.open_run(run.path)  # type: ignore[arg-type]
+            assert record.attrs["status"] == "running" and not record.stale
+            seen.append(len(record.epochs["epoch"]))
+
+    # the store observes first, so each epoch is on disk when other observers hear of it
+    stnkit.run(ridge_recipe, observers=[Peek()])
+    assert seen == [1, 2, 3, 4]

@@ -1,6 +1,8 @@
 """Forward+backward time of each best-response layer against its plain torch counterpart.
 
-The response branch doubles the weight FLOPs, so 2.0x is the floor to aim at. The last column
+The response branch doubles the weight FLOPs, so 2.0x is the floor to aim at. "2x-width" is the
+plain layer with twice the outputs — what doubling the weight FLOPs costs on this machine, the
+real floor. The last column
 is the same layer built without a response branch (``n_hyper=0``, what the ``fixed`` response
 trains) against plain torch: the cost of stnkit's own implementation. Timings are
 measured side by side in one process, interleaved (plain, best response, plain, ...), and the
@@ -32,6 +34,8 @@ class Case:
     plain: Callable[[], torch.Tensor]
     response: Callable[[], torch.Tensor]
     no_response: Callable[[], torch.Tensor]
+    #: the plain layer with twice the output width: the cost of doubling the weight FLOPs here
+    double: Callable[[], torch.Tensor] | None = None
 
 
 def _fb(module: nn.Module, x: torch.Tensor, *args: object) -> Callable[[], torch.Tensor]:
@@ -56,7 +60,13 @@ def cases(quick: bool) -> list[Case]:
     hnet = torch.randn(b, H)
     plain, br, br0 = nn.Linear(n, n), BRLinear(n, n, H), BRLinear(n, n, 0)
     out.append(
-        Case(f"Linear {n}→{n}, batch {b} (AlexNet FC)", _fb(plain, x), _fb(br, x, hnet), _fb(br0, x, None))
+        Case(
+            f"Linear {n}→{n}, batch {b} (AlexNet FC)",
+            _fb(plain, x),
+            _fb(br, x, hnet),
+            _fb(br0, x, None),
+            _fb(nn.Linear(n, 2 * n), x),
+        )
     )
 
     b = 128 // scale
@@ -70,6 +80,7 @@ def cases(quick: bool) -> list[Case]:
             _fb(plain_c, x),
             _fb(br_c, x, hnet),
             _fb(br_c0, x, None),
+            _fb(nn.Conv2d(64, 384, 5, padding=2), x),
         )
     )
 
@@ -113,12 +124,18 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"forward+backward, median of {args.repeats}"
     )
-    print(f"{'layer':58s} {'plain ms':>9s} {'BR ms':>9s} {'BR/plain':>9s} {'no-response BR/plain':>21s}")
+    print(
+        f"{'layer':58s} {'plain ms':>9s} {'BR ms':>9s} {'BR/plain':>9s} {'2x-width/plain':>15s} "
+        f"{'no-response BR/plain':>21s}"
+    )
     for case in cases(args.quick):
-        plain, response, no_response = measure([case.plain, case.response, case.no_response], args.repeats)
+        fns = [case.plain, case.response, case.no_response] + ([case.double] if case.double else [])
+        times = measure(fns, args.repeats)
+        plain, response, no_response = times[:3]
+        double = f"{times[3] / plain:14.2f}x" if case.double else f"{'n/a':>15s}"
         print(
             f"{case.name:58s} {plain * 1e3:9.2f} {response * 1e3:9.2f} {response / plain:8.2f}x "
-            f"{no_response / plain:20.2f}x"
+            f"{double} {no_response / plain:20.2f}x"
         )
 
 

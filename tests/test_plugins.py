@@ -160,3 +160,26 @@ def test_broken_plugin_fails_the_cli_cleanly(
     assert main(["plugins"]) == 1
     err = capsys.readouterr().err
     assert "plugin 'b2'" in err and "boom" in err and "Traceback" not in err
+
+
+def test_plugin_commands_join_the_cli(
+    site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnkit.cli as cli
+
+    source = textwrap.dedent(
+        """
+        from stnkit import hookimpl
+        @hookimpl
+        def stnkit_register_commands(app):
+            @app.command("hello-fake")
+            def hello(name: str = "world"):
+                print(f"hello {name}")
+        """
+    )
+    fake_distribution(site, "stnkit-hello", "stnkit_hello_fake", source, entry="hello")
+    monkeypatch.setattr(cli, "_plugins", None)
+    monkeypatch.setattr(cli, "_commands_added", False)
+    monkeypatch.setenv("STNKIT_PLUGINS", "hello")
+    assert main(["hello-fake", "--name", "stn"]) == 0
+    assert capsys.readouterr().out.strip() == "hello stn"

@@ -184,6 +184,13 @@ def _check_consumers(
                     )
                 )
                 continue
+            if use.per_batch and kind.config.per_example:
+                problems.append(
+                    (
+                        f"hyperparameters.{name}.per_example",
+                        f"{label} uses one {name!r} per batch: declare it with per_example: false",
+                    )
+                )
             low, high = kind.used_range()
             if low < use.low or high > use.high:
                 problems.append(

@@ -25,6 +25,8 @@ class HyperparameterUse:
     ``low``/``high``: the constrained values the component can accept; a declared hyperparameter
     whose kind can leave this range is rejected when the recipe is validated.
     ``integer``: the component floors the value, so the declaration must be of an integer kind.
+    ``per_batch``: the component uses one value for the whole batch (DropConnect, embedding
+    dropout, penalty weights), so the declaration must say ``per_example: false``.
     """
 
     description: str
@@ -32,6 +34,7 @@ class HyperparameterUse:
     low: float = float("-inf")
     high: float = float("inf")
     integer: bool = False
+    per_batch: bool = False
 
 
 class Component:

@@ -228,11 +228,14 @@ class PlainProgress:
     def stnkit_run_start(self, run: RunInfo) -> None:
         self.state = _State(run)
         self._last = self._start = time.monotonic()
-        names = ", ".join(run.hyperparameters) or "none"
+        if run.tunes:
+            what = "tuning: " + (", ".join(run.hyperparameters) or "none")
+        else:
+            values = " ".join(f"{k}={_fmt(v)}" for k, v in run.initial_values.items())
+            what = "plain training" + (f" at {values}" if values else "")
         self._print(
             f"run {run.name}: {_total_steps(run, self.max_steps)} steps over {run.epochs} epochs "
-            f"on {run.device}; "
-            f"tuning: {names}" + (f"; writing {run.path}" if run.path else "")
+            f"on {run.device}; {what}" + (f"; writing {run.path}" if run.path else "")
         )
 
     @hookimpl
@@ -246,9 +249,11 @@ class PlainProgress:
         total = _total_steps(run, self.max_steps)
         rate = step.step / max(now - self._start, 1e-9)
         eta = (total - step.step) / rate if rate > 0 else math.inf
-        values = " ".join(
-            f"{k}={_fmt(v)}(σ {_fmt(self.state.scales.get(k))})" for k, v in self.state.values.items()
-        )
+        values = ""
+        if run.tunes:
+            values = " ".join(
+                f"{k}={_fmt(v)}(σ {_fmt(self.state.scales.get(k))})" for k, v in self.state.values.items()
+            )
         self._print(
             f"step {step.step}/{total} epoch {step.epoch} train {_fmt(self.state.train_loss)} "
             f"val {_fmt(self.state.val_loss)} eta {eta:.0f}s" + (f"  {values}" if values else "")

@@ -193,3 +193,22 @@ def test_dropconnect_shares_mask_across_stack() -> None:
     out = dropconnect(weight, 0.5, training=True, shared_dims=1)
     assert torch.equal(out[0], out[1])
     assert 0.4 < float((out[0] == 0).float().mean()) < 0.6
+
+
+def test_tied_decoder_matches_untied_formula() -> None:
+    from stnkit.nn import br_tied_linear
+
+    emb = BREmbedding(13, 6, H)
+    bias = torch.randn(2, 13)
+    hyper = torch.randn(26, H) * 0.1
+    x, hnet = torch.randn(4, 5, 6), torch.randn(4, H)
+    we, wh = emb.weight[:, 0], emb.weight[:, 1]
+    gw, gb = (hnet @ hyper[:13].T)[:, None], (hnet @ hyper[13:].T)[:, None]
+    expected = x @ we.T + bias[0] + gw * (x @ wh.T) + gb * bias[1]
+    assert torch.allclose(br_tied_linear(x, hnet, emb.weight, bias, hyper), expected, atol=1e-5)
+    plain = br_tied_linear(x, None, emb.weight, bias, hyper)
+    assert torch.allclose(plain, x @ we.T + bias[0], atol=1e-5)
+    single = BREmbedding(13, 6, 0)
+    assert torch.allclose(
+        br_tied_linear(x, None, single.weight, bias[:1], None), x @ single.weight[:, 0].T + bias[0], atol=1e-5
+    )

@@ -78,6 +78,14 @@ class HyperKind:
         """The value a component uses; identity except for integer kinds."""
         return value
 
+    def hypernet_value(self, u: Tensor) -> Tensor:
+        """What the hypernetwork sees of unconstrained ``u``: by default a bounded, scale-free
+        reading — the position within a bounded range (``sigmoid(u)``, continuous even for
+        integers) or the excess over the lower bound (``softplus(u)``). The gates stay of order
+        ``V`` whatever the units of the hyperparameter (a cutout length of 24, a weight decay of
+        1e-5)."""
+        return torch.sigmoid(u)
+
     def used_range(self) -> tuple[float, float]:
         """Closed range of the values a component receives (after :meth:`discretize`)."""
         return (self.low, self.high)
@@ -178,6 +186,9 @@ class PositiveKind(HyperKind):
 
     def constrain(self, u: Tensor) -> Tensor:
         return self.config.lower + F.softplus(u)
+
+    def hypernet_value(self, u: Tensor) -> Tensor:
+        return F.softplus(u)
 
     def unconstrain(self, value: Tensor) -> Tensor:
         return _softplus_inverse(value - self.config.lower)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class HyperSpace(nn.Module):
 
     per_example: Tensor
     tuned: Tensor
+    h_initial: Tensor
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class HyperSpace(nn.Module):
         init = [kind.initial_unconstrained() for kind in kinds.values()]
         scales = [kind.config.scale or default_scale for kind in kinds.values()]
         self.h = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+        self.register_buffer("h_initial", torch.tensor(init, dtype=torch.float32))
         self.s = nn.Parameter(_softplus_inverse(torch.tensor(scales, dtype=torch.float32)))
         per_example = [kind.config.per_example for kind in kinds.values()]
         tuned = [kind.config.tune for kind in kinds.values()]
@@ -110,6 +113,18 @@ class HyperSpace(nn.Module):
     def constrain(self, u: Tensor) -> Tensor:
         """Constrained values of unconstrained ``u``, same shape ``(..., H)``."""
         columns = [kind.constrain(u[..., i]) for i, kind in enumerate(self.kinds.values())]
+        if not columns:
+            return u
+        return torch.stack(columns, dim=-1)
+
+    def hypernet_input(self, u: Tensor, bounded_only: bool = False) -> Tensor:
+        """The hypernetwork's view of unconstrained ``u`` ``(B, H)``: each kind's
+        :meth:`~stnkit.hyper.HyperKind.hypernet_value`, same shape. ``bounded_only`` applies it to
+        kinds with a finite range only and passes unbounded ones through unconstrained."""
+        columns = [
+            u[..., i] if bounded_only and math.isinf(kind.high) else kind.hypernet_value(u[..., i])
+            for i, kind in enumerate(self.kinds.values())
+        ]
         if not columns:
             return u
         return torch.stack(columns, dim=-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from stnkit.nn.base import BestResponse
 from stnkit.nn.conv import BRConv2d
 from stnkit.nn.dropout import dropconnect, dropout, embedding_dropout, locked_dropout
-from stnkit.nn.embedding import BREmbedding
+from stnkit.nn.embedding import BREmbedding, BRTiedDecoder, br_tied_linear
 from stnkit.nn.linear import BRLinear, br_linear
 from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
 
@@ -15,9 +15,11 @@ __all__ = [
     "BREmbedding",
     "BRLSTMLayer",
     "BRLinear",
+    "BRTiedDecoder",
     "BestResponse",
     "LSTMState",
     "br_linear",
+    "br_tied_linear",
     "dropconnect",
     "dropout",
     "embedding_dropout",

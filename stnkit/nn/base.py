@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HYPER_INIT_STD", "BestResponse", "elementary", "gates", "init_hyper_weight", "uniform_fan_in"]
+__all__ = [
+    "HYPER_INIT_STD",
+    "BestResponse",
+    "elementary",
+    "gates",
+    "halves",
+    "init_hyper_weight",
+    "uniform_fan_in",
+]
 
 # V starts near zero so that at the start a best-response layer computes the plain layer.
 HYPER_INIT_STD = 0.01
@@ -30,7 +38,18 @@ def gates(
     g = F.linear(hnet, hyper_weight)
     shape = [hnet.shape[0]] + [1] * (ndim - 1)
     shape[channel_dim] = out
-    return g[:, :out].reshape(shape), g[:, out:].reshape(shape)
+    gw, gb = g.chunk(2, dim=1)
+    return gw.reshape(shape), gb.reshape(shape)
+
+
+def halves(both: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Split a stacked output into its elementary and response halves along ``dim``.
+
+    ``chunk`` has one backward that concatenates the two gradients; slicing twice would make
+    autograd zero-fill a full-size gradient per slice — measurable on every layer.
+    """
+    elementary_part, response_part = both.chunk(2, dim=dim)
+    return elementary_part, response_part
 
 
 def elementary(stacked: Tensor) -> Tensor:

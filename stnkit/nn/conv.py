@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from stnkit.nn.base import BestResponse, elementary, gates, uniform_fan_in
+from stnkit.nn.base import BestResponse, elementary, gates, halves, uniform_fan_in
 from stnkit.nn.linear import effective_sq_norm
 
 __all__ = ["BRConv2d"]
@@ -64,7 +64,8 @@ class BRConv2d(BestResponse):
         stacked = self.weight.reshape(2 * out, *self.weight.shape[2:])
         both = F.conv2d(x, stacked, None, self.stride, self.padding, self.dilation)
         gw, gb = gates(hnet, self.hyper_weight, out, 4, channel_dim=1)
-        y = torch.addcmul(both[:, :out], gw, both[:, out:])
+        elementary_part, response_part = halves(both, 1)
+        y = torch.addcmul(elementary_part, gw, response_part)
         if self.bias is not None:
             b = self.bias.view(2, 1, out, 1, 1)
             y = y + torch.addcmul(b[0], gb, b[1])

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stnkit.nn.base import BestResponse, elementary, gates, uniform_fan_in
+from stnkit.nn.base import BestResponse, elementary, gates, halves, uniform_fan_in
 
 __all__ = ["BRLinear", "br_linear", "effective_sq_norm"]
 
@@ -73,7 +73,8 @@ def br_linear(
     assert hyper_weight is not None
     both = F.linear(x, weight.reshape(2 * out, -1))
     gw, gb = gates(hnet, hyper_weight, out, x.dim())
-    y = torch.addcmul(both[..., :out], gw, both[..., out:])
+    elementary_part, response_part = halves(both, -1)
+    y = torch.addcmul(elementary_part, gw, response_part)
     if bias is not None:
         y = y + torch.addcmul(bias[0], gb, bias[1])
     return y

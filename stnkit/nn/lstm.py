@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from stnkit.nn.base import BestResponse, elementary, gates
+from stnkit.nn.base import BestResponse, elementary, gates, halves
 from stnkit.nn.dropout import dropconnect as _dropconnect
 from stnkit.nn.linear import br_linear
 
@@ -87,11 +87,13 @@ class BRLSTMLayer(BestResponse):
                 g = torch.addmm(t_pre, h, w_t)
             else:
                 y = torch.mm(h, w_t)
-                g = torch.addcmul(y[:, :gate] + t_pre, gw, y[:, gate:])
-            s = torch.sigmoid(g)
-            cand = torch.tanh(g[:, 2 * hidden : 3 * hidden])
-            c = torch.addcmul(s[:, hidden : 2 * hidden] * c, s[:, :hidden], cand)
-            h = s[:, 3 * hidden :] * torch.tanh(c)
+                elementary_part, response_part = halves(y, 1)
+                g = torch.addcmul(elementary_part + t_pre, gw, response_part)
+            # chunk, not slices: one backward per split instead of a zero-filled gradient per slice
+            i, f, _, o = torch.sigmoid(g).chunk(4, dim=1)
+            cand = torch.tanh(g.chunk(4, dim=1)[2])
+            c = torch.addcmul(f * c, i, cand)
+            h = o * torch.tanh(c)
             outputs.append(h)
         return torch.stack(outputs, dim=1), (h, c)
 

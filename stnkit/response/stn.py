@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
@@ -22,18 +25,38 @@ class STNResponse(ResponseModel):
     name = "stn"
 
     class Config(ComponentConfig):
-        pass
+        hypernet_input: Literal["auto", "centered", "unconstrained", "normalized"] = Field(
+            "auto",
+            description="centered: λ̃ minus its initial value (unconstrained units); "
+            "unconstrained: λ̃ itself; normalized: each kind's bounded reading (sigmoid position "
+            "in its range, softplus excess over a lower bound)",
+        )
+
+    config: Config
+
+    def _hnet(self, lam: Tensor) -> Tensor:
+        # Centering makes every gate exactly zero at the initial hyperparameters, so the network
+        # starts as the plain one whatever the hyperparameters' units; V has no bias to absorb a
+        # large constant input (an initial weight decay of 1e-5 is u ≈ −11.5).
+        mode = self.config.hypernet_input
+        if mode == "auto":
+            return self.space.hypernet_input(lam, bounded_only=True)
+        if mode == "centered":
+            return lam - self.space.h_initial
+        if mode == "unconstrained":
+            return lam
+        return self.space.hypernet_input(lam)
 
     def weight_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
         lam = self.space.sample(batch.size).detach()
-        return train_on(parts, batch, self.space.batch(lam, hnet=lam))
+        return train_on(parts, batch, self.space.batch(lam, hnet=self._hnet(lam)))
 
     def hyper_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
         space = self.space
         tune_scale = parts.perturbation.tune
         lam = space.sample(batch.size) if tune_scale else space.expand(batch.size)
         parts.model.eval()
-        output = parts.model(batch.inputs, space.batch(lam, hnet=lam), stream="hyper")
+        output = parts.model(batch.inputs, space.batch(lam, hnet=self._hnet(lam)), stream="hyper")
         val_loss = parts.objective(output, batch)
         params = [space.h, space.s] if tune_scale else [space.h]
         loss = val_loss
@@ -52,4 +75,4 @@ class STNResponse(ResponseModel):
 
     def eval_batch(self, batch_size: int) -> HyperBatch:
         centre = self.space.expand(batch_size).detach()
-        return self.space.batch(centre, hnet=centre)
+        return self.space.batch(centre, hnet=self._hnet(centre))

@@ -123,7 +123,7 @@ def test_mlp_penalty_is_weight_decay_times_squared_weights() -> None:
     model.train()
     out = model(torch.randn(3, 4), space.batch(space.expand(3), hnet=None))
     weights = sum(float(layer.weight[0].detach().pow(2).sum()) for layer in model.layers)
-    assert float(out.penalty) == pytest.approx(0.2 * weights, rel=1e-4)  # type: ignore[arg-type]
+    assert float(out.penalty.detach()) == pytest.approx(0.2 * weights, rel=1e-4)  # type: ignore[union-attr]
 
 
 class TestMLPConformance(ModelConformance):

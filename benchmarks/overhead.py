@@ -23,7 +23,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stnkit.nn import BRLSTM, BRConv2d, BRLinear
+from stnkit.data import Batch, DataInfo
+from stnkit.hyper.kinds import HyperKind, PositiveKind, UnitKind
+from stnkit.hyper.space import HyperSpace
+from stnkit.nn import BRLSTM, BRConv2d, BRLinear, embedding_dropout, locked_dropout
+from stnkit.objective import LossObjective
+from stnkit.recipe import PerturbationConfig
+from stnkit.response import STNResponse
+from stnkit.response.base import TrainingParts
+from stnkit.task import LanguageModelTask
 
 H = 7  # hypernetwork input width: the paper's LSTM tunes 7 hyperparameters
 
@@ -119,24 +127,124 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="quarter sizes")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--only", choices=["layers", "step"], default=None, help="run one part")
     args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    if args.only != "step":
+        layers(args.quick, args.repeats)
+    if args.only != "layers":
+        step_ratio(args.quick, args.repeats)
+
+
+def layers(quick: bool, repeats: int) -> None:
+    """Forward+backward of each layer: best response vs plain torch."""
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"forward+backward, median of {args.repeats}"
+        f"{'layer (forward+backward)':58s} {'plain ms':>9s} {'BR ms':>9s} {'BR/plain':>9s} "
+        f"{'2x-width/plain':>15s} {'no-response BR/plain':>21s}"
     )
-    print(
-        f"{'layer':58s} {'plain ms':>9s} {'BR ms':>9s} {'BR/plain':>9s} {'2x-width/plain':>15s} "
-        f"{'no-response BR/plain':>21s}"
-    )
-    for case in cases(args.quick):
+    for case in cases(quick):
         fns = [case.plain, case.response, case.no_response] + ([case.double] if case.double else [])
-        times = measure(fns, args.repeats)
+        times = measure(fns, repeats)
         plain, response, no_response = times[:3]
         double = f"{times[3] / plain:14.2f}x" if case.double else f"{'n/a':>15s}"
         print(
             f"{case.name:58s} {plain * 1e3:9.2f} {response * 1e3:9.2f} {response / plain:8.2f}x "
             f"{double} {no_response / plain:20.2f}x"
         )
+
+
+class PlainLM(nn.Module):
+    """The same language model in plain torch — nn.Embedding, nn.LSTM, a tied decoder — with the
+    same dropouts (at fixed rates) and AR/TAR penalties as stn-lstm."""
+
+    def __init__(self, vocab: int, size: int, layers: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, size)
+        self.rnns = nn.ModuleList(nn.LSTM(size, size, batch_first=True) for _ in range(layers))
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        table = embedding_dropout(self.embedding.weight, 0.1, self.training)
+        x = locked_dropout(nn.functional.embedding(tokens, table), 0.4, self.training)
+        raw = x
+        for i, rnn in enumerate(self.rnns):
+            raw, _ = rnn(x)
+            x = locked_dropout(raw, 0.25, self.training) if i < len(self.rnns) - 1 else raw
+        out = locked_dropout(raw, 0.4, self.training)
+        penalty = 2.0 * out.pow(2).mean() + 1.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+        return nn.functional.linear(out, table, self.bias), penalty
+
+
+def step_ratio(quick: bool, repeats: int) -> None:
+    """Whole training steps of the paper's PTB model: STN weight and hyper steps vs plain torch."""
+    from stnkit_lstm import STNLSTM
+
+    torch.manual_seed(0)
+    vocab, batch = 10_000, 40
+    size, bptt = (650 // 4, 70 // 4) if quick else (650, 70)
+    task = LanguageModelTask(vocab)
+    info = DataInfo(task, (bptt,), 1, 1, 1, output_size=vocab)
+    initial = {
+        "dropout_output": 0.4,
+        "dropout_input": 0.4,
+        "dropout_hidden": 0.25,
+        "dropout_embedding": 0.1,
+        "weight_drop": 0.5,
+    }
+    kinds: dict[str, HyperKind] = {n: UnitKind(UnitKind.Config(init=v)) for n, v in initial.items()}
+    for name in ("dropout_embedding", "weight_drop"):
+        kinds[name] = UnitKind(UnitKind.Config(init=initial[name], per_example=False))
+    for name, value in (("activation_reg", 2.0), ("temporal_activation_reg", 1.0)):
+        kinds[name] = PositiveKind(PositiveKind.Config(init=value, per_example=False))
+    space = HyperSpace(kinds, default_scale=1.0)
+    model = STNLSTM(STNLSTM.Config(embedding_size=size, hidden_size=size, layers=2), info, space.size)
+    response = STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
+    parts = TrainingParts(
+        model=model,
+        space=space,
+        task=task,
+        objective=LossObjective(LossObjective.Config(), task),
+        augmentations=[],
+        weight_optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+        hyper_optimizer=torch.optim.Adam([space.h, space.s], lr=0.01),
+        clip=0.25,
+        hyper_clip=None,
+        perturbation=PerturbationConfig(init_scale=1.0),
+    )
+    plain = PlainLM(vocab, size, 2)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=1.0)
+    tokens = torch.randint(0, vocab, (batch, bptt + 1))
+    data = Batch(tokens[:, :-1], tokens[:, 1:])
+
+    def plain_step() -> torch.Tensor:
+        plain.train()
+        logits, penalty = plain(data.inputs)
+        loss = task.loss(logits, data.targets) + penalty
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.25)
+        plain_opt.step()
+        return loss
+
+    def weight_step() -> torch.Tensor:
+        model.reset_state("train")
+        return response.weight_step(parts, data)
+
+    def hyper_step() -> torch.Tensor:
+        model.reset_state("hyper")
+        return response.hyper_step(parts, data)
+
+    plain_t, weight_t, hyper_t = measure([plain_step, weight_step, hyper_step], repeats)
+    cycle = (2 * weight_t + hyper_t) / (2 * plain_t)
+    print(f"\nwhole training step: PTB LSTM LM, 2 x {size} units, vocab {vocab}, batch {batch}, bptt {bptt}")
+    rows = [
+        ("plain torch step (nn.LSTM, same dropouts, AR/TAR)", plain_t, ""),
+        ("STN weight step", weight_t, f"{weight_t / plain_t:5.2f}x"),
+        ("STN hyper step", hyper_t, f"{hyper_t / plain_t:5.2f}x"),
+    ]
+    for label, seconds, ratio in rows:
+        print(f"  {label:52s} {seconds * 1e3:9.1f} ms  {ratio}")
+    print(f"  per weight step at T_train=2, T_val=1: (2 weight + 1 hyper) / 2 plain  {cycle:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class RunInfo:
     seed: int
     start_step: int = 0
     start_epoch: int = 0
+    #: free-form facts about the run (e.g. ``source_run`` for a replay); stored as attributes
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +76,7 @@ def _check_writable(out_dir: Path) -> None:
         raise UsageError(f"cannot write run files to {out_dir}: not a writable folder")
 
 
-def run_info(built: Built, path: Path | None) -> RunInfo:
+def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None = None) -> RunInfo:
     space = built.parts.space
     recipe = built.recipe
     return RunInfo(
@@ -92,6 +92,7 @@ def run_info(built: Built, path: Path | None) -> RunInfo:
         device=str(built.device),
         tunes=built.response.tunes,
         seed=recipe.seed,
+        metadata=dict(metadata or {}),
     )
 
 
@@ -103,12 +104,14 @@ def run(
     plugins: Plugins | None = None,
     observers: Iterable[object] = (),
     store: bool = True,
+    metadata: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run an experiment end to end and return how it ended.
 
     ``recipe``: a path to a YAML recipe or a :class:`Recipe`. ``overrides``: ``dotted.key=value``
     strings. ``out_dir`` overrides ``store.dir``. ``observers``: extra plugin objects receiving the
     lifecycle hooks (progress views, loggers). ``store=False`` records nothing on disk.
+    ``metadata``: extra facts stored with the run as ``meta.<key>`` attributes.
 
     Bad input raises a :class:`~stnkit.errors.UsageError` before any run file exists.
     """
@@ -131,7 +134,7 @@ def run(
         for index, observer in enumerate(observers):
             plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
             registered.append(observer)
-        engine = Engine(built, plugins.hook, run_info(built, path))
+        engine = Engine(built, plugins.hook, run_info(built, path, metadata))
         end = engine.run()
     finally:
         for plugin in registered:

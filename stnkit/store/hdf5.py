@@ -193,6 +193,10 @@ class HDF5Store:
         attrs["seed"] = run.seed
         attrs["recipe"] = self.recipe.to_yaml()
         attrs["recipe_source"] = self.recipe.source or ""
+        # relative data paths in the recipe resolve against this folder (replays need it)
+        attrs["recipe_base_dir"] = str(self.recipe.base_dir.resolve())
+        for key, value in run.metadata.items():
+            attrs[f"meta.{key}"] = str(value)
         attrs["response"] = self.recipe.response.name
         attrs["tunes"] = run.tunes
         attrs["steps_per_epoch"] = run.steps_per_epoch

@@ -82,6 +82,17 @@ class RunRecord:
         return time.time() - self.heartbeat > limit
 
     @property
+    def metadata(self) -> dict[str, str]:
+        """Extra facts stored with the run (``stnkit.run(metadata=...)``), e.g. ``source_run``."""
+        return {k[5:]: str(v) for k, v in self.attrs.items() if k.startswith("meta.")}
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder the recipe's relative paths resolve against, if recorded."""
+        value = self.attrs.get("recipe_base_dir")
+        return Path(value) if value else None
+
+    @property
     def recipe_text(self) -> str:
         return str(self.attrs.get("recipe", ""))
 

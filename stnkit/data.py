@@ -83,8 +83,6 @@ class Dataset(Component):
     Batches are yielded on the CPU; the engine moves them to the run's device.
     """
 
-    Config = ComponentConfig
-
     def __init__(self, config: Any, context: BuildContext) -> None:
         self.config = config
         self.context = context

@@ -26,7 +26,16 @@ __all__ = ["CIFAR10Data", "FashionMNISTData", "ImageData", "read_cifar10", "read
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -42,13 +51,15 @@ def read_cifar10(root: Path) -> tuple[Splits, str]:
         if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
             return read_cifar10_py(folder), "python"
     raise DataError(
-        f"{root}: no CIFAR-10 found — expected cifar-10-batches-bin/{{data_batch_1..5,test_batch}}.bin or "
-        "cifar-10-batches-py/{data_batch_1..5,test_batch}; ../shared/tools/fetch-cifar10 DEST builds the former"
+        f"{root}: no CIFAR-10 found — expected cifar-10-batches-bin/{{data_batch_1..5,test_batch}}.bin "
+        "or cifar-10-batches-py/{data_batch_1..5,test_batch}; "
+        "../shared/tools/fetch-cifar10 DEST builds the former"
     )
 
 
 def read_fashion_mnist(root: Path) -> Splits:
     """Fashion-MNIST's four IDX files (``.gz`` or not) from ``root``."""
+
     def find(stem: str) -> Path:
         for name in (f"{stem}.gz", stem):
             if (root / name).is_file():

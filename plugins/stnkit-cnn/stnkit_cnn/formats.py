@@ -7,7 +7,7 @@ import io
 import pickle
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles the CIFAR-10 Python batches without running arbitrary code: only numpy's array
     reconstruction is allowed, so a crafted file fails instead of executing."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),

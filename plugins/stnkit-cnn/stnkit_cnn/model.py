@@ -37,7 +37,9 @@ class _ConvNet(StnModel):
     mean: Tensor
     std: Tensor
 
-    def _build(self, data: DataInfo, channels: list[int], kernels: list[int], fc: list[int], n_hyper: int) -> None:
+    def _build(
+        self, data: DataInfo, channels: list[int], kernels: list[int], fc: list[int], n_hyper: int
+    ) -> None:
         in_channels, height, width = data.input_shape
         mean = data.extras.get("mean", [0.0] * in_channels)
         std = data.extras.get("std", [1.0] * in_channels)

@@ -40,7 +40,9 @@ def test_python_layout_reads_the_same_arrays(tmp_path: Path) -> None:
         batch = {b"data": x[part].reshape(100, -1), b"labels": [int(v) for v in y[part]]}
         (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
     tx, ty = splits["test"]
-    (folder / "test_batch").write_bytes(pickle.dumps({b"data": tx.reshape(len(tx), -1), b"labels": [int(v) for v in ty]}))
+    (folder / "test_batch").write_bytes(
+        pickle.dumps({b"data": tx.reshape(len(tx), -1), b"labels": [int(v) for v in ty]})
+    )
     again, layout = read_cifar10(tmp_path)
     assert layout == "python"
     for split in ("train", "test"):
@@ -73,7 +75,10 @@ def test_validation_is_the_last_training_images_in_order() -> None:
     assert info.n_train == 400 and info.n_valid == 100 and info.n_test == 1000
     assert info.steps_per_epoch == 7 and info.input_shape == (3, 32, 32)
     batch = next(data.train_batches(1, torch.Generator()))
-    assert batch.inputs.dtype == torch.float32 and 0 <= float(batch.inputs.min()) <= float(batch.inputs.max()) <= 1
+    assert (
+        batch.inputs.dtype == torch.float32
+        and 0 <= float(batch.inputs.min()) <= float(batch.inputs.max()) <= 1
+    )
     mean = x[:400].reshape(400, 3, -1).mean(axis=(0, 2)) / 255
     np.testing.assert_allclose(info.extras["mean"], mean, rtol=1e-6)
 

@@ -22,7 +22,9 @@ class _Images(ModelConformance):
 
     def make_batch(self, batch_size: int) -> Batch:
         g = torch.Generator().manual_seed(batch_size)
-        return Batch(torch.rand(batch_size, *self.shape, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
+        return Batch(
+            torch.rand(batch_size, *self.shape, generator=g), torch.randint(0, 10, (batch_size,), generator=g)
+        )
 
 
 class TestAlexNetConformance(_Images):

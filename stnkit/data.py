@@ -12,7 +12,7 @@ import torch
 from pydantic import AfterValidator, ValidationInfo
 from torch import Tensor
 
-from stnkit.config import Component, ComponentConfig
+from stnkit.config import Component
 from stnkit.task import Task
 
 __all__ = ["Batch", "BuildContext", "DataInfo", "DataPath", "Dataset"]

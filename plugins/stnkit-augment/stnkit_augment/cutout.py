@@ -37,9 +37,12 @@ def cutout_mask(holes: Tensor, length: Tensor, height: int, width: int) -> Tenso
     cols = torch.arange(width, device=device).view(1, 1, 1, width)
     # slots beyond an image's own hole count are switched off, so one (B, N, H, W) broadcast serves
     # every image whatever its count
-    used = (torch.arange(most, device=device).view(1, most) < holes.view(batch, 1)).view(batch, most, 1, 1)
-    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side) & used
-    return inside.any(dim=1)
+    used = torch.arange(most, device=device).view(1, most, 1, 1) < holes.view(batch, 1, 1, 1)
+    # rows and columns are tested on their own (B, N, H, 1) and (B, N, 1, W); only their
+    # intersection is materialised at (B, N, H, W)
+    in_rows = (rows >= top) & (rows < top + side) & used
+    in_cols = (cols >= left) & (cols < left + side)
+    return (in_rows & in_cols).any(dim=1)
 
 
 class Cutout(ImageAugmentation):

@@ -37,7 +37,8 @@ class InputScaling(ImageAugmentation):
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
         scale = per_example(hp, "input_scaling", x)
-        return (x + x * (scale * torch.randn_like(x))).clamp(0.0, 1.0)
+        # x + x·(s·ε) in one fused op: exactly x where s = 0
+        return torch.addcmul(x, x, scale * torch.randn_like(x)).clamp(0.0, 1.0)
 
 
 class InputDropout(ImageAugmentation):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,12 +73,15 @@ def resolve_device(spec: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
+    unknown = f"unknown device {spec!r} (use cpu, cuda, cuda:N, mps or auto)"
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise RecipeError.single(
-            "device", f"unknown device {spec!r} (use cpu, cuda, cuda:N or auto)"
-        ) from None
+        raise RecipeError.single("device", unknown) from None
+    # torch also knows 'meta', 'xla', 'ipu'...: 'meta' tensors hold no data, and training on it
+    # failed with a RuntimeError traceback after the run file was made
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RecipeError.single("device", unknown)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RecipeError.single("device", f"{spec!r} asked for, but CUDA is not available here")
@@ -106,6 +110,12 @@ def _validate_section(
     except ValidationError as error:
         problems.extend(pydantic_problems(error, prefix=where.split("."), model=config_cls))
         return None
+    # component Configs accept YAML's .inf/.nan in float fields (an infinite init_range, a NaN in
+    # a fixed schedule): the run would only diverge, after its run file exists
+    bad = _non_finite(config.model_dump(), where)
+    if bad:
+        problems.extend((loc, "must be a finite number") for loc in bad)
+        return None
     return Chosen(cls, config, where)
 
 
@@ -131,6 +141,13 @@ def _validate_kinds(recipe: Recipe, plugins: Plugins, problems: list[Problem]) -
         except RegistryError as error:
             problems.append((f"{where}.kind", str(error)))
             continue
+        # checked before the kind's own validation: an infinite integer `init` made IntegerKind's
+        # validator raise OverflowError (a traceback), an infinite `init`/`high` or a NaN passed
+        # or gave a misleading message, and an int beyond float range overflowed later
+        bad = [key for key, value in options.items() if not _finite(value)]
+        if bad:
+            problems.extend((f"{where}.{key}", "must be a finite number") for key in bad)
+            continue
         try:
             config = kind_cls.Config.model_validate(options)
         except ValidationError as error:
@@ -138,6 +155,30 @@ def _validate_kinds(recipe: Recipe, plugins: Plugins, problems: list[Problem]) -
             continue
         kinds[name] = kind_cls(config)
     return kinds
+
+
+def _finite(value: Any) -> bool:
+    """False for a number, or a string pydantic would read as one, that is NaN, infinite or an int
+    too large for a float; True for anything else (its own validation judges it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return True
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return True  # not a number
+    except OverflowError:
+        return False  # an int beyond float range
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    """Locations of the non-finite floats in a validated config's dump."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, dict):
+        return [loc for key, item in value.items() for loc in _non_finite(item, f"{where}.{key}")]
+    if isinstance(value, list | tuple):
+        return [loc for i, item in enumerate(value) for loc in _non_finite(item, f"{where}.{i}")]
+    return []
 
 
 def _check_consumers(
@@ -200,7 +241,9 @@ def _check_consumers(
                         f"accepts only [{use.low:g}, {use.high:g}]",
                     )
                 )
-    if response_tunes and not any(kind.config.tune for kind in kinds.values()):
+    # only when every declaration is valid: one rejected for a typo is not "none declared"
+    all_valid = len(kinds) == len(recipe.hyperparameters)
+    if response_tunes and all_valid and not any(kind.config.tune for kind in kinds.values()):
         problems.append(
             (
                 "hyperparameters",
@@ -243,11 +286,24 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         constants = _check_consumers(recipe, kinds, consumers, tunes, problems)
     if response is not None:
         schedule = getattr(response.config, "schedule", None)
-        for name in getattr(schedule, "values", {}) or {}:
+        for name, column in (getattr(schedule, "values", {}) or {}).items():
             if name not in recipe.hyperparameters:
                 problems.append(
                     (f"response.schedule.values.{name}", f"{name!r} is not a declared hyperparameter")
                 )
+            elif name in kinds:
+                # a value outside the kind's range has no unconstrained value (a negative weight
+                # decay is log of a negative number): the run diverged at its first step
+                kind = kinds[name]
+                for i, value in enumerate(column):
+                    if not kind.low <= value <= kind.high:
+                        problems.append(
+                            (
+                                f"response.schedule.values.{name}.{i}",
+                                f"{value:g} is outside the range [{kind.low:g}, {kind.high:g}] "
+                                f"of kind {kind.name!r}",
+                            )
+                        )
     if problems:
         raise RecipeError(mark_overrides(_dedupe(problems), recipe.overridden))
     assert data
@@ -316,8 +372,10 @@ def build(resolved: Resolved) -> Built:
     context = BuildContext(base_dir=recipe.base_dir, device=device, seed=recipe.seed)
     dataset: Dataset = resolved.data.cls(resolved.data.config, context)
     info = dataset.info
-    if info.steps_per_epoch < 1:
-        raise UsageError("the training set yields no batch: is batch_size larger than the data set?")
+    if info.steps_per_epoch < 1:  # located at "data", like every other recipe problem
+        raise RecipeError.single(
+            resolved.data.where, "the training set yields no batch: is batch_size larger than the data set?"
+        )
     space = HyperSpace(
         resolved.kinds,
         default_scale=recipe.train.perturbation.init_scale,
@@ -328,7 +386,15 @@ def build(resolved: Resolved) -> Built:
     model: StnModel = resolved.model.cls(resolved.model.config, info, n_hyper).to(device)
     response: ResponseModel = resolved.response.cls(resolved.response.config, space)
     objective: Objective = resolved.objective.cls(resolved.objective.config, info.task)
-    augmentations: list[Augmentation] = [a.cls(a.config, info) for a in resolved.augment]
+    augmentations: list[Augmentation] = []
+    for chosen in resolved.augment:
+        try:
+            augmentations.append(chosen.cls(chosen.config, info))
+        except RecipeError:
+            raise
+        except UsageError as error:
+            # e.g. an image augmentation on tabular data: give the message its recipe location
+            raise RecipeError.single(chosen.where, str(error)) from None
     train = recipe.train
     weight_optimizer = make_optimizer(train.optimizer, model.parameters())
     hyper_optimizer = None

@@ -1,7 +1,9 @@
 """The bilevel training loop (Algorithm 1 of MacKay et al., 2019).
 
 The engine only sees interfaces: a data set, a response model driving a model, and the hook
-relay through which the store and progress observe the run.
+relay through which the store and progress observe the run. It can hand its complete state to
+the ``stnkit_checkpoint`` hook and be restored from it: a resumed run continues bit for bit (on
+the CPU) as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import torch
 
 from stnkit.build import Built
 from stnkit.data import Batch
-from stnkit.errors import DivergenceError
+from stnkit.errors import DivergenceError, RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 
-__all__ = ["Engine"]
+__all__ = ["CHECKPOINT_VERSION", "Engine"]
+
+CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -33,9 +37,21 @@ class _Best:
 
 
 class Engine:
-    """Runs one experiment. ``hook`` is the plugin manager's hook relay (``plugins.hook``)."""
+    """Runs one experiment. ``hook`` is the plugin manager's hook relay (``plugins.hook``).
 
-    def __init__(self, built: Built, hook: Any, run: RunInfo) -> None:
+    ``checkpoint_steps`` / ``checkpoint_seconds``: also checkpoint mid-epoch, after a weight step
+    (and its hyper steps) once that many steps or seconds have passed since the last checkpoint;
+    every epoch end is a checkpoint regardless.
+    """
+
+    def __init__(
+        self,
+        built: Built,
+        hook: Any,
+        run: RunInfo,
+        checkpoint_steps: int | None = None,
+        checkpoint_seconds: float | None = None,
+    ) -> None:
         self.built = built
         self.hook = hook
         self.run_info = run
@@ -46,27 +62,41 @@ class Engine:
         self.dataset = built.dataset
         self.device = built.device
         self.train_cfg = built.recipe.train
+        self.checkpoint_steps = checkpoint_steps
+        self.checkpoint_seconds = checkpoint_seconds
         self.step = 0
         self.hyper_step = 0
-        self.epoch = 0
-        self.start = time.perf_counter()
+        self.epoch = 0  # the epoch in progress (or last finished), from 1
+        self.batch_in_epoch = 0  # weight steps already taken in the epoch in progress
+        self.epoch_losses: list[float] = []
+        self.since_best = 0
+        self.since_decay = 0
         self.best: _Best | None = None
+        self.elapsed_before = 0.0  # seconds trained before a resume
+        self.start = time.perf_counter()
         steps_per_epoch = self.dataset.info.steps_per_epoch
         cfg = self.train_cfg
         self.warmup = (
             cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * steps_per_epoch
         )
         self.data_generator = torch.Generator().manual_seed(built.recipe.seed)
+        self.epoch_generator_state = self.data_generator.get_state()
         self.hyper_generator = torch.Generator().manual_seed(built.recipe.seed + 1)
+        self.hyper_consumed = 0
         self._hyper_batches: Iterator[Batch] | None = None
+        self.stop_requested = False
+        self._last_checkpoint_step = 0
+        self._last_checkpoint_time = time.monotonic()
 
     # -- public ---------------------------------------------------------------------------------
 
     def run(self) -> RunEnd:
         """Train, evaluate each epoch, test at the best state. Returns how the run ended.
 
-        Divergence ends the run with status ``diverged``; KeyboardInterrupt with ``interrupted``
-        (re-raised after observers are told); any other exception is a bug and propagates.
+        Divergence ends the run with status ``diverged``; a stop request (Ctrl-C) finishes the
+        current step, checkpoints and ends with ``interrupted``; a KeyboardInterrupt arriving
+        anyway ends with ``interrupted`` and is re-raised; any other exception is a bug and ends
+        with ``failed`` before propagating.
         """
         self.hook.stnkit_run_start(run=self.run_info)
         try:
@@ -84,69 +114,100 @@ class Engine:
         self.hook.stnkit_run_end(run=self.run_info, result=result)
         return result
 
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step, with a checkpoint (a signal handler calls
+        this)."""
+        self.stop_requested = True
+
     # -- loop -----------------------------------------------------------------------------------
 
     def _train(self) -> RunEnd:
         cfg = self.train_cfg
-        since_best = 0
-        since_decay = 0
-        stop = False
-        for epoch in range(1, cfg.epochs + 1):
+        first_epoch = self.epoch if self.batch_in_epoch else self.epoch + 1
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            if self.batch_in_epoch == 0:
+                self.epoch_generator_state = self.data_generator.get_state()
+                self.epoch_losses = []
             self.epoch = epoch
-            losses: list[float] = []
-            for batch in self.dataset.train_batches(epoch, self.data_generator):
-                losses.append(self._weight_step(batch.to(self.device)))
+            skip = self.batch_in_epoch  # a resumed run replays the data order and skips what it did
+            batches = self.dataset.train_batches(epoch, self.data_generator)
+            for index, batch in enumerate(batches):
+                if index < skip:
+                    continue
+                self.epoch_losses.append(self._weight_step(batch.to(self.device)))
+                self.batch_in_epoch = index + 1
                 if self._hyper_due():
                     for _ in range(cfg.hyper_steps):
                         self._hyper_step()
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                    stop = True
                     break
-            metrics = self.evaluate("valid")
-            val_loss = metrics["loss"]
-            if not math.isfinite(val_loss):
-                raise DivergenceError(
-                    f"validation loss became {val_loss} after epoch {epoch} (weight step {self.step}); "
-                    f"hyperparameters: {_fmt(self.space.values())}",
-                    self.step,
-                )
-            improved = self.best is None or val_loss < self.best.val_loss
-            if improved:
-                self.best = _Best(epoch, val_loss, metrics, self.space.values(), self._snapshot())
-                since_best = since_decay = 0
-            else:
-                since_best += 1
-                since_decay += 1
-            decay = cfg.lr_decay
-            if decay is not None and since_decay > decay.patience:
-                self._decay_lr(decay.factor, decay.min_lr)
-                since_decay = 0
-            self.hook.stnkit_epoch_end(
-                run=self.run_info,
-                epoch=EpochEnd(
-                    epoch=epoch,
-                    step=self.step,
-                    hyper_step=self.hyper_step,
-                    time=self._elapsed(),
-                    train_loss=sum(losses) / max(len(losses), 1),
-                    val_loss=val_loss,
-                    val_metrics=metrics,
-                    lr=self._lr(),
-                    values=self.space.values(),
-                    scales=self.space.scales(),
-                    best=improved,
-                ),
-            )
-            if cfg.patience is not None and since_best >= cfg.patience:
-                stop = True
+                if self.stop_requested:
+                    self.checkpoint()
+                    return self._end("interrupted", f"stopped by the user at weight step {self.step}")
+                if self._checkpoint_due():
+                    self.checkpoint()
+            self._end_epoch(epoch)
+            self.batch_in_epoch = 0
+            # at an epoch boundary the generator's state is where the next epoch's order starts
+            self.epoch_generator_state = self.data_generator.get_state()
+            stop = cfg.max_steps is not None and self.step >= cfg.max_steps
+            stop = stop or (cfg.patience is not None and self.since_best >= cfg.patience)
+            self.checkpoint()
             if stop:
                 break
+            if self.stop_requested:
+                return self._end("interrupted", f"stopped by the user after epoch {epoch}")
         return self._finish()
+
+    def _end_epoch(self, epoch: int) -> None:
+        cfg = self.train_cfg
+        metrics = self.evaluate("valid")
+        val_loss = metrics["loss"]
+        if not math.isfinite(val_loss):
+            raise DivergenceError(
+                f"validation loss became {val_loss} after epoch {epoch} (weight step {self.step}); "
+                f"hyperparameters: {_fmt(self.space.values())}",
+                self.step,
+            )
+        improved = self.best is None or val_loss < self.best.val_loss
+        if improved:
+            self.best = _Best(epoch, val_loss, metrics, self.space.values(), self._snapshot())
+            self.since_best = self.since_decay = 0
+        else:
+            self.since_best += 1
+            self.since_decay += 1
+        decay = cfg.lr_decay
+        if decay is not None and self.since_decay > decay.patience:
+            self._decay_lr(decay.factor, decay.min_lr)
+            self.since_decay = 0
+        losses = self.epoch_losses
+        self.hook.stnkit_epoch_end(
+            run=self.run_info,
+            epoch=EpochEnd(
+                epoch=epoch,
+                step=self.step,
+                hyper_step=self.hyper_step,
+                time=self._elapsed(),
+                train_loss=sum(losses) / max(len(losses), 1),
+                val_loss=val_loss,
+                val_metrics=metrics,
+                lr=self._lr(),
+                values=self.space.values(),
+                scales=self.space.scales(),
+                best=improved,
+            ),
+        )
 
     def _hyper_due(self) -> bool:
         if not self.response.tunes or self.train_cfg.hyper_steps == 0 or self.step <= self.warmup:
             return False
         return (self.step - self.warmup) % self.train_cfg.train_steps == 0
+
+    def _checkpoint_due(self) -> bool:
+        steps, seconds = self.checkpoint_steps, self.checkpoint_seconds
+        if steps is not None and self.step - self._last_checkpoint_step >= steps:
+            return True
+        return seconds is not None and time.monotonic() - self._last_checkpoint_time >= seconds
 
     def _weight_step(self, batch: Batch) -> float:
         if batch.first:
@@ -166,10 +227,14 @@ class Engine:
         )
         return loss
 
-    def _hyper_step(self) -> None:
+    def _next_hyper_batch(self) -> Batch:
         if self._hyper_batches is None:
             self._hyper_batches = self.dataset.hyper_batches(self.hyper_generator)
-        batch = next(self._hyper_batches).to(self.device)
+        self.hyper_consumed += 1
+        return next(self._hyper_batches)
+
+    def _hyper_step(self) -> None:
+        batch = self._next_hyper_batch().to(self.device)
         if batch.first:
             self.model.reset_state("hyper")
         before = self.space.values()
@@ -212,6 +277,8 @@ class Engine:
             return {}
         task = self.parts.task
         self.model.eval()
+        # evaluation must not disturb the training stream's state, nor the random state a resumed
+        # run will replay
         self.model.reset_state("eval")
         sums: dict[str, float] = {}
         for batch in batches:
@@ -227,7 +294,7 @@ class Engine:
         final_values = self.space.values()
         test: dict[str, float] = {}
         if self.best is not None:
-            self._restore(self.best.state)
+            self._restore_weights(self.best.state)
             test = self.evaluate("test")
         return self._end("completed", "", final_values=final_values, test=test)
 
@@ -252,6 +319,96 @@ class Engine:
             best_values={} if best is None else best.values,
         )
 
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Hand the complete training state to the ``stnkit_checkpoint`` hook (the store)."""
+        self.hook.stnkit_checkpoint(run=self.run_info, state=self.state(), step=self.step)
+        self._last_checkpoint_step = self.step
+        self._last_checkpoint_time = time.monotonic()
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, hyperparameters, optimizers, random
+        states, data position, counters, best state. Tensors and plain Python values only, so it
+        loads with ``torch.load(weights_only=True)``."""
+        best = self.best
+        hyper_opt = self.parts.hyper_optimizer
+        return {
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "hyper_step": self.hyper_step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_losses": list(self.epoch_losses),
+            "since_best": self.since_best,
+            "since_decay": self.since_decay,
+            "elapsed": self._elapsed(),
+            "model": self.model.state_dict(),
+            "model_streams": self.model.stream_state(),
+            "space": self.space.state_dict(),
+            "weight_optimizer": self.parts.weight_optimizer.state_dict(),
+            "hyper_optimizer": None if hyper_opt is None else hyper_opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch_generator": self.epoch_generator_state,
+            "hyper_generator_seed": self.built.recipe.seed + 1,
+            "hyper_consumed": self.hyper_consumed,
+            "best": None
+            if best is None
+            else {
+                "epoch": best.epoch,
+                "val_loss": best.val_loss,
+                "metrics": best.metrics,
+                "values": best.values,
+                "state": best.state,
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s output (a checkpoint)."""
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise RunFileError(f"checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+        self.step = int(state["step"])
+        self.hyper_step = int(state["hyper_step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.epoch_losses = [float(x) for x in state["epoch_losses"]]
+        self.since_best = int(state["since_best"])
+        self.since_decay = int(state["since_decay"])
+        self.elapsed_before = float(state["elapsed"])
+        self.start = time.perf_counter()
+        self.model.load_state_dict(state["model"])
+        self.model.load_stream_state(state["model_streams"])
+        self.space.load_state_dict(state["space"])
+        self.parts.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        if self.parts.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
+            self.parts.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch_generator_state = state["epoch_generator"]
+        # mid-epoch, the epoch's order is redrawn from its start state and the done part skipped;
+        # at an epoch boundary the saved state is the next epoch's start
+        self.data_generator.set_state(self.epoch_generator_state)
+        self.hyper_generator = torch.Generator().manual_seed(int(state["hyper_generator_seed"]))
+        self._hyper_batches = self.dataset.hyper_batches(self.hyper_generator)
+        for _ in range(int(state["hyper_consumed"])):
+            next(self._hyper_batches)
+        self.hyper_consumed = int(state["hyper_consumed"])
+        best = state["best"]
+        self.best = (
+            None
+            if best is None
+            else _Best(
+                int(best["epoch"]),
+                float(best["val_loss"]),
+                dict(best["metrics"]),
+                dict(best["values"]),
+                best["state"],
+            )
+        )
+        self._last_checkpoint_step = self.step
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, Any]:
@@ -260,7 +417,7 @@ class Engine:
             "space": copy.deepcopy(self.space.state_dict()),
         }
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore_weights(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.space.load_state_dict(state["space"])
 
@@ -272,7 +429,7 @@ class Engine:
             group["lr"] = max(group["lr"] * factor, min_lr)
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return self.elapsed_before + time.perf_counter() - self.start
 
 
 def _fmt(values: dict[str, float]) -> str:

@@ -103,7 +103,7 @@ def stnkit_register_commands(app: typer.Typer) -> None:
 
 
 @hookspec(firstresult=True)
-def stnkit_make_store(path: Path, recipe: Recipe) -> RunStore | None:
+def stnkit_make_store(path: Path, recipe: Recipe, resume: bool) -> RunStore | None:
     """Create the store that records one run.
 
     The built-in HDF5 store is ``trylast``, so a plugin returning a store wins; return ``None`` to
@@ -112,6 +112,8 @@ def stnkit_make_store(path: Path, recipe: Recipe) -> RunStore | None:
 
     :param path: the run file the user asked for (``<store.dir>/<name>-<UTC timestamp>.h5``).
     :param recipe: the validated recipe.
+    :param resume: ``path`` is an existing run to continue (``stnkit run --resume``); the store's
+        ``load_checkpoint()`` is then called before the run starts.
     :returns: a :class:`stnkit.store.base.RunStore`, or ``None``.
     """
 
@@ -145,6 +147,20 @@ def stnkit_epoch_end(run: RunInfo, epoch: EpochEnd) -> None:
     :param run: the run.
     :param epoch: the epoch's training loss, validation loss and metrics, learning rate and
         hyperparameter values.
+    """
+
+
+@hookspec
+def stnkit_checkpoint(run: RunInfo, state: dict[str, Any], step: int) -> None:
+    """The engine's complete state at a step boundary, to be saved for resuming.
+
+    Called at every epoch end, at the configured mid-epoch interval and when a stop is requested.
+    The state holds tensors and plain Python values only (``torch.load(weights_only=True)`` can
+    read it back). The store saves it; other observers may ignore it.
+
+    :param run: the run.
+    :param state: what :meth:`stnkit.engine.Engine.restore` needs to continue exactly.
+    :param step: weight steps taken so far.
     """
 
 

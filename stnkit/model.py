@@ -48,3 +48,10 @@ class StnModel(nn.Module, Component):
 
     def reset_state(self, stream: str) -> None:
         """Forget the carried state of ``stream`` (start of a pass). Stateless models do nothing."""
+
+    def stream_state(self) -> dict[str, Any]:
+        """The carried state of every stream, for checkpoints (tensors and plain values only)."""
+        return {}
+
+    def load_stream_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`stream_state` returned."""

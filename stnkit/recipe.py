@@ -14,10 +14,18 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stnkit.errors import Problem, RecipeError, UsageError
 
@@ -38,7 +46,9 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: YAML's .inf/.nan (or "inf") would otherwise pass `gt=0` and similar
+    # bounds — an infinite lr or clip only shows up later as a diverged, half-written run file.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ComponentSection(BaseModel):
@@ -52,15 +62,27 @@ class ComponentSection(BaseModel):
         return dict(self.model_extra or {})
 
 
+_Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 class OptimizerConfig(_Strict):
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
     lr: float = Field(gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, description="plain L2 decay applied by the optimizer")
-    betas: tuple[float, float] = (0.9, 0.999)
+    # bounded like torch's own check, which otherwise raises a ValueError (a traceback) at build time
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+
+    @model_validator(mode="after")
+    def _check_nesterov(self) -> OptimizerConfig:
+        # torch.optim.SGD raises a ValueError (a traceback at build time) for nesterov without
+        # momentum, and the other optimizers would silently ignore the option
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov needs name 'sgd' and a momentum above 0")
+        return self
 
 
 class PerturbationConfig(_Strict):
@@ -93,6 +115,13 @@ class TrainConfig(_Strict):
 class StoreConfig(_Strict):
     dir: Path = Path("runs")
     flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
+    checkpoints: bool = Field(True, description="save resumable checkpoints in the run file")
+    checkpoint_steps: int | None = Field(
+        None, ge=1, description="also checkpoint mid-epoch every N weight steps"
+    )
+    checkpoint_minutes: float | None = Field(
+        10.0, gt=0, description="also checkpoint mid-epoch once this many minutes have passed"
+    )
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -103,7 +132,9 @@ class Recipe(_Strict):
 
     name: str = Field(description="run name; used in the run file's name")
     description: str = ""
-    seed: int = 0
+    # torch's generators take a 64-bit seed (and the engine also seeds with seed + 1); beyond that
+    # torch raises an overflow ValueError, a traceback at build time
+    seed: int = Field(0, ge=-(2**63), lt=2**63 - 1)
     device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
     data: ComponentSection
     model: ComponentSection
@@ -151,26 +182,78 @@ class Recipe(_Strict):
 # -- loading ------------------------------------------------------------------------------------
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated in one mapping.
+
+    PyYAML silently keeps the last of two equal keys, so a second ``lr:`` or ``train:`` section
+    would hide the first without a word; in a recipe that is always a mistake.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base constructor reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as error:
+            # PyYAML builds dates and ints with datetime() and int(): `2024-13-01` or an int of
+            # 5,000 digits raise a bare ValueError (a traceback) instead of a YAMLError
+            raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a recipe file safely; YAML errors become a one-line problem with the position."""
     try:
         text = path.read_text(encoding="utf-8")
+    # the file is the location, as for YAML errors: `location: message` like every other problem
     except FileNotFoundError:
-        raise UsageError(f"recipe file not found: {path}") from None
+        raise UsageError(f"{path}: recipe file not found") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read recipe {path}: {error}") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"{path}: cannot read the recipe ({reason})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_RecipeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(error, "problem", None) or str(error)
         raise RecipeError([(where, f"invalid YAML: {problem}")]) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively: thousands of '[' would be a traceback
+        raise RecipeError([(str(path), "invalid YAML: nested too deeply")]) from None
     if data is None:
         raise RecipeError([(str(path), "the recipe is empty")])
     if not isinstance(data, dict):
         raise RecipeError([(str(path), f"a recipe must be a mapping, not {type(data).__name__}")])
     return data
+
+
+def _list_index(part: str, length: int) -> int | None:
+    """``part`` as an index into a list of ``length`` items, or ``None``.
+
+    ``isdecimal``, not ``isdigit``: ``int('²')`` raises a ValueError (a traceback); the length cap
+    keeps ``int`` clear of its 4,300-digit limit, another ValueError.
+    """
+    if part.isdecimal() and len(part) < 10 and int(part) < length:
+        return int(part)
+    return None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]:
@@ -179,23 +262,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
     problems: list[Problem] = []
     for override in overrides:
         key, sep, raw = override.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        # every dotted part must be non-empty: ".a" or "a..b" used to reach the recipe as an
+        # empty key, reported with an empty location
+        parts = [part.strip() for part in key.split(".")]
+        key = ".".join(parts)
+        if not sep or not all(parts):
             problems.append(("--set", f"{override!r} is not of the form dotted.key=value"))
             continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):
+            # not YAML: the raw text. RecursionError: thousands of '['; ValueError: a date like
+            # 2024-13-01 or an int of 5,000 digits, which PyYAML does not wrap in a YAMLError
             value = raw
-        parts = key.split(".")
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                index = _list_index(part, len(node))
+                if index is None:
                     problems.append((key, f"--set: {where} is not an index of a list of {len(node)}"))
                     break
-                node = node[int(part)]
+                node = node[index]
             elif isinstance(node, dict):
                 child = node.get(part)
                 if child is None:
@@ -207,10 +295,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
         else:
             last = parts[-1]
             if isinstance(node, list):
-                if not last.isdigit() or int(last) >= len(node):
+                index = _list_index(last, len(node))
+                if index is None:
                     problems.append((key, f"--set: {last} is not an index of a list of {len(node)}"))
                     continue
-                node[int(last)] = value
+                node[index] = value
             elif isinstance(node, dict):
                 node[last] = value
             else:

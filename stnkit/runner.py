@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stnkit.build import Built, build, resolve
 from stnkit.engine import Engine
-from stnkit.errors import UsageError
+from stnkit.errors import RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
 from stnkit.plugins import Plugins, load_plugins
-from stnkit.recipe import Recipe, load_recipe
+from stnkit.recipe import Recipe, load_recipe, parse_recipe
 
-__all__ = ["RunResult", "prepare", "run", "run_path", "validate"]
+__all__ = ["RunResult", "prepare", "resume", "run", "run_path", "validate"]
 
 
 @dataclass(frozen=True)
@@ -113,33 +118,117 @@ def run(
     lifecycle hooks (progress views, loggers). ``store=False`` records nothing on disk.
     ``metadata``: extra facts stored with the run as ``meta.<key>`` attributes.
 
-    Bad input raises a :class:`~stnkit.errors.UsageError` before any run file exists.
+    Bad input raises a :class:`~stnkit.errors.UsageError` before any run file exists. Ctrl-C (or
+    SIGTERM) finishes the current step, checkpoints and ends the run as ``interrupted``.
     """
     plugins = plugins or load_plugins()
     built = prepare(recipe, overrides, plugins)
     recipe_obj = built.recipe
     path: Path | None = None
+    run_store: object | None = None
+    if store:
+        folder = Path(out_dir) if out_dir is not None else recipe_obj.store.dir
+        if not folder.is_absolute() and out_dir is None:
+            folder = Path.cwd() / folder
+        _check_writable(folder)
+        path = run_path(folder, recipe_obj.name)
+        run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+    info = run_info(built, path, metadata)
+    return _execute(built, plugins, info, run_store, observers, state=None)
+
+
+def resume(
+    path: str | Path,
+    *,
+    plugins: Plugins | None = None,
+    observers: Iterable[object] = (),
+) -> RunResult:
+    """Continue a stopped or crashed run from its latest checkpoint, in the same run file.
+
+    On the CPU the continued run's trajectory is identical to that of an uninterrupted run.
+    """
+    from stnkit.store.reader import open_run
+
+    plugins = plugins or load_plugins()
+    path = Path(path)
+    record = open_run(path)
+    status = str(record.attrs.get("status"))
+    if status == "completed":
+        raise RunFileError(f"{path} has already completed; there is nothing to resume")
+    data = record.recipe
+    if not data:
+        raise RunFileError(f"{path} holds no recipe to resume with")
+    base_dir = record.base_dir or path.parent
+    recipe = parse_recipe(data, base_dir=base_dir, source=str(record.attrs.get("recipe_source") or path))
+    built = build(resolve(recipe, plugins))
+    run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe, resume=True)
+    if run_store is None or not hasattr(run_store, "load_checkpoint"):
+        raise RunFileError("the installed run store cannot resume runs")
+    state = run_store.load_checkpoint()
+    info = dataclasses.replace(
+        run_info(built, path, record.metadata),
+        start_step=int(state["step"]),
+        start_epoch=int(state["epoch"]),
+    )
+    return _execute(built, plugins, info, run_store, observers, state=state)
+
+
+def _execute(
+    built: Built,
+    plugins: Plugins,
+    info: RunInfo,
+    run_store: object | None,
+    observers: Iterable[object],
+    state: dict[str, Any] | None,
+) -> RunResult:
+    store_config = built.recipe.store
+    minutes = store_config.checkpoint_minutes
+    engine = Engine(
+        built,
+        plugins.hook,
+        info,
+        checkpoint_steps=store_config.checkpoint_steps,
+        checkpoint_seconds=None if minutes is None else 60.0 * minutes,
+    )
+    if state is not None:
+        engine.restore(state)
     registered: list[object] = []
     try:
-        if store:
-            folder = Path(out_dir) if out_dir is not None else recipe_obj.store.dir
-            if not folder.is_absolute() and out_dir is None:
-                folder = Path.cwd() / folder
-            _check_writable(folder)
-            path = run_path(folder, recipe_obj.name)
-            run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj)
-            if run_store is not None:
-                plugins.pm.register(run_store, name=f"store:{path}")
-                registered.append(run_store)
+        if run_store is not None:
+            plugins.pm.register(run_store, name=f"store:{info.path}")
+            registered.append(run_store)
         for index, observer in enumerate(observers):
             plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
             registered.append(observer)
-        engine = Engine(built, plugins.hook, run_info(built, path, metadata))
-        end = engine.run()
+        with _stop_on_signals(engine):
+            end = engine.run()
     finally:
         for plugin in registered:
             close = getattr(plugin, "close", None)
             if callable(close):
                 close()
             plugins.pm.unregister(plugin)
-    return RunResult(path, end)
+    return RunResult(info.path, end)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(engine: Engine) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM asks the engine to stop cleanly after its current step (with a
+    checkpoint); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        engine.request_stop()
+        signal.signal(signum, previous[signum])
+
+    for signum in (int(signal.SIGINT), int(signal.SIGTERM)):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

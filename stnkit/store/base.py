@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["RunStore"]
 
@@ -18,3 +18,7 @@ class RunStore(Protocol):
     path: Path
 
     def close(self) -> None: ...
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """For a resumed run: the latest complete checkpoint (what ``stnkit_checkpoint`` saved)."""
+        ...

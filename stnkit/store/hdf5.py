@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,12 @@ import numpy as np
 import torch
 
 from stnkit._version import __version__
+from stnkit.errors import RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
 from stnkit.recipe import Recipe
+from stnkit.store.checkpoint import create_slots, read_latest, serialize, write_checkpoint
+from stnkit.store.lock import WriterLock
 from stnkit.store.schema import FORMAT, SCHEMA_VERSION
 
 __all__ = ["HDF5Store"]
@@ -73,9 +77,12 @@ class _Table:
 class HDF5Store:
     """Records a run into ``path``; see ``docs/store.md`` for the layout."""
 
-    def __init__(self, path: Path, recipe: Recipe) -> None:
+    def __init__(self, path: Path, recipe: Recipe, resume: bool = False) -> None:
         self.path = Path(path)
         self.recipe = recipe
+        self.resume = resume
+        self.lock = WriterLock(self.path)
+        self._checkpoint: tuple[dict[str, Any], int] | None = None
         self.file: h5py.File | None = None
         self.names: tuple[str, ...] = ()
         self.metrics: tuple[str, ...] = ()
@@ -93,9 +100,13 @@ class HDF5Store:
     def stnkit_run_start(self, run: RunInfo) -> None:
         self.names = run.hyperparameters
         self.metrics = run.metrics
+        if self.resume:
+            self._reopen(run)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
         try:
-            self._create(run)
+            self._create(run, self.path)
         except BaseException:
             self._abandon()
             raise
@@ -149,6 +160,14 @@ class HDF5Store:
         self.flush()
 
     @hookimpl(tryfirst=True)
+    def stnkit_checkpoint(self, run: RunInfo, state: dict[str, Any], step: int) -> None:
+        if self.file is None or not self.recipe.store.checkpoints:
+            return
+        self.flush()  # rows up to this step are on disk before the checkpoint that covers them
+        store_state = {"loss_sum": self._loss_sum, "loss_count": self._loss_count}
+        write_checkpoint(self.file, serialize({**state, "store": store_state}), step)
+
+    @hookimpl(tryfirst=True)
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self.file is None:
             return
@@ -172,12 +191,13 @@ class HDF5Store:
             final.attrs["best_epoch"] = -1 if result.best_epoch is None else result.best_epoch
             final.attrs["best_val_loss"] = math.nan if result.best_val_loss is None else result.best_val_loss
         self._closed = True
+        self.lock.release()
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _create(self, run: RunInfo) -> None:
+    def _create(self, run: RunInfo, target: Path, swmr: bool = True) -> None:
         width = len(self.names)
-        file = h5py.File(self.path, "w-", libver="latest")
+        file = h5py.File(target, "w-", libver="latest")
         self.file = file
         attrs = file.attrs
         attrs["format"] = FORMAT
@@ -252,7 +272,9 @@ class HDF5Store:
             test.create_dataset(name, data=math.nan)
             best_valid.create_dataset(name, data=math.nan)
         file.create_dataset("heartbeat", data=time.time())
-        file.swmr_mode = True
+        create_slots(file)
+        if swmr:
+            file.swmr_mode = True
         self._last_flush = time.monotonic()
 
     def _kind(self, name: str) -> str:
@@ -273,24 +295,126 @@ class HDF5Store:
         self._last_flush = time.monotonic()
 
     def _abandon(self) -> None:
-        """Creation failed half-way: leave no half-written file behind."""
+        """Creation failed half-way: leave no half-written file (nor lock) behind."""
         if self.file is not None:
             # the file may be unusable; removing it is what matters
             with contextlib.suppress(Exception):
                 self.file.close()
             self.file = None
         self.path.unlink(missing_ok=True)
+        self.lock.release()
 
     def close(self) -> None:
         """Close the file if the run ended without ``stnkit_run_end`` (status stays "running")."""
-        if self.file is not None:
-            try:
-                self.flush()
-            finally:
-                self.file.close()
+        try:
+            if self.file is not None:
+                try:
+                    self.flush()
+                finally:
+                    self.file.close()
+                    self.file = None
+        finally:
+            self.lock.release()
+
+    # -- resuming -------------------------------------------------------------------------------
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """Lock the run file and read its newest intact checkpoint (``stnkit run --resume``)."""
+        self.lock.acquire()
+        try:
+            with _open_for_reading(self.path) as file:
+                found = read_latest(file, str(self.path))
+        except BaseException:
+            self.lock.release()
+            raise
+        if found is None:
+            self.lock.release()
+            raise RunFileError(f"{self.path} has no checkpoint to resume from")
+        self._checkpoint = found
+        state, _step = found
+        store_state = state.pop("store", {})
+        self._loss_sum = float(store_state.get("loss_sum", 0.0))
+        self._loss_count = int(store_state.get("loss_count", 0))
+        return state
+
+    def _reopen(self, run: RunInfo) -> None:
+        """Continue the run file from its checkpoint: copy what the checkpoint covers into a fresh
+        file and put it in place. A file whose writer was killed cannot be reopened for writing
+        by HDF5 (its consistency flags stay set), but it can always be read in SWMR mode."""
+        assert self._checkpoint is not None, "load_checkpoint() must run before the run starts"
+        state, step = self._checkpoint
+        epochs_done = int(state["epoch"]) - (1 if int(state["batch_in_epoch"]) else 0)
+        temporary = self.path.with_name(self.path.name + ".resume")
+        temporary.unlink(missing_ok=True)
+        try:
+            with _open_for_reading(self.path) as old:
+                self._create(run, temporary, swmr=False)
+                assert self.file is not None
+                self._copy_from(old, step, epochs_done)
+            write_checkpoint(
+                self.file,
+                serialize(
+                    {
+                        **state,
+                        "store": {
+                            "loss_sum": self._loss_sum,
+                            "loss_count": self._loss_count,
+                        },
+                    }
+                ),
+                step,
+            )
+            self.file.swmr_mode = True
+            os.replace(temporary, self.path)  # the open file follows its inode to the real name
+        except BaseException:
+            if self.file is not None:
+                with contextlib.suppress(Exception):
+                    self.file.close()
                 self.file = None
+            temporary.unlink(missing_ok=True)
+            self.lock.release()
+            raise
+
+    def _copy_from(self, old: h5py.File, step: int, epochs_done: int) -> None:
+        assert self.file is not None
+        attrs = self.file.attrs
+        for key in ("created", "recipe", "recipe_source", "recipe_base_dir"):
+            if key in old.attrs:
+                attrs[key] = old.attrs[key]
+        for key, value in old.attrs.items():
+            if key.startswith("meta."):
+                attrs[key] = value
+        attrs["resumed"] = int(old.attrs.get("resumed", 0)) + 1
+        attrs["resumed_from_step"] = step
+        tables = [
+            (old["hyper"], self.hyper, "step", step),
+            (old["train"], self.train, "step", step),
+            (old["epochs"], self.epochs, "epoch", epochs_done),
+        ]
+        for group, table, key, limit in tables:
+            _copy_rows(group, table, np.asarray(group[key][()]) <= limit)
+        epoch_mask = np.asarray(old["epochs/epoch"][()]) <= epochs_done
+        _copy_rows(old["epochs/metrics"], self.epoch_metrics, epoch_mask)
+
+
+def _copy_rows(group: h5py.Group, table: _Table, keep: np.ndarray) -> None:
+    """Copy the rows of ``group`` that ``keep`` marks into ``table``'s datasets. A killed writer
+    may have left a flush half done, so only rows present in every column count."""
+    whole = min([len(keep), *(len(group[column]) for column in table.datasets)])
+    mask = keep[:whole]
+    for column, dataset in table.datasets.items():
+        rows = np.asarray(group[column][()])[:whole][mask]
+        dataset.resize(len(rows), axis=0)
+        dataset[...] = rows
+
+
+def _open_for_reading(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError as error:
+        raise RunFileError(f"{path} is not a readable run file ({error})") from None
 
 
 @hookimpl(trylast=True)
-def stnkit_make_store(path: Path, recipe: Recipe) -> HDF5Store:
-    return HDF5Store(path, recipe)
+def stnkit_make_store(path: Path, recipe: Recipe, resume: bool = False) -> HDF5Store:
+    return HDF5Store(path, recipe, resume=resume)

@@ -7,6 +7,7 @@ from the file: the recipe is parsed with ``yaml.safe_load`` and nothing is unpic
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,10 +18,21 @@ import h5py
 import numpy as np
 import yaml
 
-from stnkit.errors import RunFileError
+from stnkit.errors import RunFileError, UsageError
+from stnkit.store.lock import writer_alive
 from stnkit.store.schema import FORMAT, SCHEMA_VERSION, STALE_AFTER_MIN
 
-__all__ = ["RunRecord", "open_run"]
+__all__ = ["TABLES", "RunRecord", "open_run"]
+
+#: the record's trajectory tables, in the order exports list them
+TABLES = ("hyper", "train", "epochs")
+
+#: leading columns of each table in :meth:`RunRecord.table` (the file stores them alphabetically)
+_ORDER = {
+    "hyper": ("step", "hyper_step", "epoch", "time", "val_loss"),
+    "train": ("step", "epoch", "time", "loss", "lr"),
+    "epochs": ("epoch", "step", "hyper_step", "time", "train_loss", "val_loss", "lr", "best"),
+}
 
 
 def _text(value: Any) -> str:
@@ -75,8 +87,13 @@ class RunRecord:
 
     @property
     def stale(self) -> bool:
-        """True when the file says "running" but its heartbeat stopped long ago."""
-        if str(self.attrs.get("status")) != "running" or not math.isfinite(self.heartbeat):
+        """True when the file says "running" but its writer is gone: no process holds its writer
+        lock, or (for files written elsewhere) its heartbeat stopped long ago."""
+        if str(self.attrs.get("status")) != "running":
+            return False
+        if not writer_alive(self.path):
+            return True
+        if not math.isfinite(self.heartbeat):
             return False
         limit = max(STALE_AFTER_MIN, 3 * float(self.attrs.get("flush_seconds", 5.0)))
         return time.time() - self.heartbeat > limit
@@ -98,8 +115,12 @@ class RunRecord:
 
     @property
     def recipe(self) -> dict[str, Any]:
-        """The effective recipe as a dict (parsed safely)."""
-        data = yaml.safe_load(self.recipe_text) if self.recipe_text else {}
+        """The effective recipe as a dict (parsed safely: YAML tags that would build Python
+        objects are errors, never executed)."""
+        try:
+            data = yaml.safe_load(self.recipe_text) if self.recipe_text else {}
+        except yaml.YAMLError as error:
+            raise RunFileError(f"{self.path}: its stored recipe is not plain YAML ({error})") from None
         return data if isinstance(data, dict) else {}
 
     @property
@@ -137,6 +158,48 @@ class RunRecord:
             raise KeyError(
                 f"{name!r} is not a hyperparameter of this run ({', '.join(self.hyperparameters)})"
             ) from None
+
+    def table(self, name: str) -> dict[str, np.ndarray]:
+        """One trajectory table (``hyper``, ``train`` or ``epochs``) as flat, named 1-D columns.
+
+        ``(N, H)`` arrays become one column per hyperparameter: the value under the
+        hyperparameter's name, σ under ``sigma.<name>``; epoch metrics become ``metric.<name>``.
+        A hyperparameter whose name clashes with a plain column (``step``, ``lr``, ...) is named
+        ``value.<name>`` instead. These are the column names of :meth:`to_pandas` and of
+        ``stnkit export``.
+        """
+        if name not in TABLES:
+            raise KeyError(f"no table {name!r} (tables: {', '.join(TABLES)})")
+        source: dict[str, Any] = getattr(self, name)
+        plain = [key for key in source if key not in ("values", "scales", "metrics")]
+        order = [key for key in _ORDER[name] if key in plain] + sorted(set(plain) - set(_ORDER[name]))
+        columns: dict[str, np.ndarray] = {key: np.asarray(source[key]) for key in order}
+        width = len(self.hyperparameters)
+        values = source.get("values")
+        scales = source.get("scales")
+        rows = len(next(iter(columns.values()), ()))
+        if values is not None:
+            for i, hyper in enumerate(self.hyperparameters):
+                columns[hyper if hyper not in plain else f"value.{hyper}"] = _column(values, i, width, rows)
+        if scales is not None:
+            for i, hyper in enumerate(self.hyperparameters):
+                columns[f"sigma.{hyper}"] = _column(scales, i, width, rows)
+        for metric, series in source.get("metrics", {}).items():
+            columns[f"metric.{metric}"] = np.asarray(series)
+        return columns
+
+    def to_pandas(self) -> dict[str, Any]:
+        """The trajectory tables as pandas DataFrames: ``{"hyper": df, "train": df, "epochs": df}``.
+
+        Columns are those of :meth:`table`. pandas is optional; without it this raises
+        :class:`~stnkit.errors.UsageError`.
+        """
+        try:
+            # imported by name: pandas is an optional dependency and ships no type information
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise UsageError("pandas is not installed: pip install pandas") from None
+        return {name: pandas.DataFrame(self.table(name)) for name in TABLES}
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary ``stnkit show --json`` prints."""
@@ -187,6 +250,14 @@ def _json_float(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _column(matrix: np.ndarray, index: int, width: int, rows: int) -> np.ndarray:
+    """Column ``index`` of an ``(N, H)`` array; an empty table's array may come back 1-D."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        return np.full(rows, np.nan) if rows else np.zeros(0)
+    return matrix[:, index]
 
 
 def _named(names: tuple[str, ...], row: np.ndarray) -> dict[str, float]:

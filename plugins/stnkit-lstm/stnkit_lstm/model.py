@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -86,6 +86,12 @@ class STNLSTM(StnModel):
 
     def reset_state(self, stream: str) -> None:
         self._states.pop(stream, None)
+
+    def stream_state(self) -> dict[str, Any]:
+        return {stream: [list(layer) for layer in layers] for stream, layers in self._states.items()}
+
+    def load_stream_state(self, state: dict[str, Any]) -> None:
+        self._states = {stream: [(h, c) for h, c in layers] for stream, layers in state.items()}
 
     def _state(self, stream: str, batch: int) -> list[LSTMState] | None:
         state = self._states.get(stream)

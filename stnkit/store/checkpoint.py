@@ -1,0 +1,97 @@
+"""Checkpoints inside a run file: two slots written alternately, so a crash while one is being
+written always leaves the other — the previous complete checkpoint — intact.
+
+A checkpoint is ``torch.save`` of a dict of tensors and plain values, stored as bytes with its
+SHA-256. It is read back with ``torch.load(weights_only=True)``: a crafted file cannot make
+loading run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from stnkit.errors import RunFileError
+
+__all__ = ["SLOTS", "create_slots", "read_latest", "serialize", "write_checkpoint"]
+
+SLOTS = 2
+_CHUNK = 1 << 20
+
+
+def serialize(state: dict[str, Any]) -> np.ndarray:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+
+
+def deserialize(blob: bytes, where: str) -> dict[str, Any]:
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise RunFileError(
+            f"{where}: the checkpoint cannot be loaded safely ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, dict):
+        raise RunFileError(f"{where}: the checkpoint is not a stnkit checkpoint")
+    return state
+
+
+def create_slots(file: h5py.File) -> h5py.Group:
+    """The ``checkpoints`` group: ``slot0``/``slot1`` bytes, per-slot ``step`` and ``sha256``, and
+    ``latest`` (the slot holding the newest complete checkpoint, −1 for none)."""
+    group = file.create_group("checkpoints")
+    for slot in range(SLOTS):
+        group.create_dataset(f"slot{slot}", shape=(0,), maxshape=(None,), chunks=(_CHUNK,), dtype=np.uint8)
+    group.create_dataset("step", data=np.full(SLOTS, -1, dtype=np.int64))
+    group.create_dataset("sha256", data=np.array([b""] * SLOTS, dtype="S64"))
+    group.create_dataset("latest", data=np.int64(-1))
+    return group
+
+
+def write_checkpoint(file: h5py.File, blob: np.ndarray, step: int) -> int:
+    """Write ``blob`` into the slot not holding the latest checkpoint; only then point ``latest``
+    at it. Returns the slot used."""
+    group = file["checkpoints"]
+    latest = int(group["latest"][()])
+    slot = 0 if latest != 0 else 1
+    data = group[f"slot{slot}"]
+    data.resize((len(blob),))
+    data[:] = blob
+    data.flush()
+    digest = hashlib.sha256(blob.tobytes()).hexdigest().encode()
+    group["sha256"][slot] = digest
+    group["step"][slot] = step
+    group["sha256"].flush()
+    group["step"].flush()
+    file.flush()  # the slot is complete on disk before it becomes the latest
+    group["latest"][()] = slot
+    group["latest"].flush()
+    file.flush()
+    return slot
+
+
+def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | None:
+    """The newest intact checkpoint and its step, or ``None`` when the run has none.
+
+    A slot whose bytes do not match their recorded hash (a torn write) is passed over for the
+    other slot.
+    """
+    if "checkpoints" not in file:
+        return None
+    group = file["checkpoints"]
+    latest = int(group["latest"][()])
+    order = [latest, 1 - latest] if latest in (0, 1) else []
+    for slot in order:
+        blob = np.asarray(group[f"slot{slot}"][()]).tobytes()
+        recorded = bytes(group["sha256"][slot]).decode()
+        if not blob or hashlib.sha256(blob).hexdigest() != recorded:
+            continue
+        return deserialize(blob, where), int(group["step"][slot])
+    return None

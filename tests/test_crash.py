@@ -40,7 +40,9 @@ def launch(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stnkit", "run", str(recipe), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     runs = folder / "runs"
     deadline = time.monotonic() + 60

@@ -104,10 +104,18 @@ def test_ctrl_c_checkpoints_the_current_step_and_resumes_exactly(tmp_path: Path)
 def test_resume_of_a_stateful_lstm_with_variable_bptt(tmp_path: Path) -> None:
     overrides = [
         f"data.root={REPO / 'recipes' / 'data' / 'ptb.zip'}",
-        "data.train_tokens=3000", "data.valid_tokens=1000", "data.batch_size=10",
-        "data.eval_batch_size=10", "data.bptt=10", "data.variable_bptt=true",
-        "model.embedding_size=16", "model.hidden_size=16", "train.epochs=3",
-        "train.warmup_epochs=0", "train.log_every=4", "store.checkpoint_steps=7",
+        "data.train_tokens=3000",
+        "data.valid_tokens=1000",
+        "data.batch_size=10",
+        "data.eval_batch_size=10",
+        "data.bptt=10",
+        "data.variable_bptt=true",
+        "model.embedding_size=16",
+        "model.hidden_size=16",
+        "train.epochs=3",
+        "train.warmup_epochs=0",
+        "train.log_every=4",
+        "store.checkpoint_steps=7",
     ]
     recipe = REPO / "recipes" / "ptb-small.yaml"
     reference = stnkit.run(recipe, overrides=[*overrides, f"store.dir={tmp_path / 'a'}"])

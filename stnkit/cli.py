@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from stnkit.analysis.export import ExportFormat
 from stnkit.errors import StnkitError
 from stnkit.plugins import Plugins, load_plugins
 
@@ -50,10 +51,30 @@ SetOption = Annotated[
 ]
 
 
+_EXIT_CODES = {"completed": 0, "interrupted": 130}
+
+
+def _exit_for(status: str) -> None:
+    """Completed runs exit 0, interrupted ones 130 (the shell's code for Ctrl-C), the rest 1."""
+    code = _EXIT_CODES.get(status, 1)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    recipe: Annotated[
+        Path | None, typer.Argument(help="The recipe YAML file (omit with --resume).", show_default=False)
+    ] = None,
     set_: SetOption = None,
+    resume_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue a stopped or crashed run from its latest checkpoint, in the same file.",
+            metavar="RUN.h5",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for the run file (default: store.dir).")
     ] = None,
@@ -61,21 +82,39 @@ def run(
         bool, typer.Option("--quiet", "-q", help="No progress; print only the run file's path.")
     ] = False,
 ) -> None:
-    """Train with the recipe, tuning its hyperparameters, and record the run."""
+    """Train with the recipe, tuning its hyperparameters, and record the run.
+
+    Exits 0 when the run completes, 130 when it is interrupted (Ctrl-C, SIGTERM: a checkpoint is
+    written first, so `stnkit run --resume RUN.h5` continues it), 1 when it diverges, 2 on bad input.
+    """
+    from stnkit.errors import UsageError
     from stnkit.progress import make_progress
     from stnkit.recipe import load_recipe
+    from stnkit.runner import resume as resume_run
     from stnkit.runner import run as run_recipe
 
-    parsed = load_recipe(recipe, set_ or [])
-    observers: list[Any] = []
     console = _out()
-    if not quiet:
-        observers.append(make_progress(console, parsed.train.max_steps))
-    result = run_recipe(parsed, out_dir=out, plugins=plugins(), observers=observers)
+    observers: list[Any] = []
+    if resume_from is not None:
+        if recipe is not None or set_ or out is not None:
+            # A resumed run continues exactly as recorded: its recipe and file are not to be changed.
+            raise UsageError("--resume continues a run as recorded; give no recipe, --set or --out with it")
+        if not quiet:
+            from stnkit.store.reader import open_run
+
+            recorded_train = open_run(resume_from).recipe.get("train") or {}
+            observers.append(make_progress(console, recorded_train.get("max_steps")))
+        result = resume_run(resume_from, plugins=plugins(), observers=observers)
+    else:
+        if recipe is None:
+            raise UsageError("give a recipe file to run, or --resume RUN.h5 to continue a run")
+        parsed = load_recipe(recipe, set_ or [])
+        if not quiet:
+            observers.append(make_progress(console, parsed.train.max_steps))
+        result = run_recipe(parsed, out_dir=out, plugins=plugins(), observers=observers)
     if quiet and result.path is not None:
         console.print(str(result.path))
-    if result.status != "completed":
-        raise typer.Exit(1)
+    _exit_for(result.status)
 
 
 @app.command()
@@ -133,6 +172,126 @@ def show(
         print(json.dumps(record.summary(), indent=2))
         return
     _out().print(render_run(record))
+
+
+RunsArgument = Annotated[list[Path], typer.Argument(metavar="RUN", help="Run files (.h5).")]
+
+
+@app.command("ls")
+def list_runs(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder searched for *.h5 run files.")] = Path(
+        "runs"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the run files in a folder (recursively), newest first."""
+    from stnkit.analysis.listing import list_runs as find_runs
+    from stnkit.analysis.listing import render_listing
+
+    entries = find_runs(folder)
+    if as_json:
+        print(json.dumps([entry.to_json() for entry in entries], indent=2))
+        return
+    console = _out()
+    if not entries:
+        console.print(f"no run files in {folder}")
+        return
+    console.print(render_listing(entries, folder))
+
+
+@app.command()
+def compare(
+    run_files: RunsArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Compare runs side by side: final metrics and each hyperparameter's final value."""
+    from stnkit.analysis.compare import compare_runs, render_comparison
+    from stnkit.store.reader import open_run
+
+    comparison = compare_runs([open_run(path) for path in run_files])
+    if as_json:
+        print(json.dumps(comparison.to_json(), indent=2))
+        return
+    _out().print(render_comparison(comparison))
+
+
+@app.command()
+def plot(
+    run_files: RunsArgument,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Image file to write (.png, .pdf, .svg).", metavar="FILE")
+    ],
+    title: Annotated[str | None, typer.Option("--title", help="A title above the panels.")] = None,
+) -> None:
+    """Plot hyperparameter trajectories (with σ bands) and loss curves of one or more runs."""
+    from stnkit.analysis.plot import plot_runs
+    from stnkit.store.reader import open_run
+
+    records = [open_run(path) for path in run_files]
+    written = plot_runs(records, output, plugins=plugins(), title=title)
+    _out().print(f"wrote {written}")
+
+
+@app.command()
+def export(
+    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5).")],
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="json: the whole record; csv: a file per table.")
+    ] = ExportFormat.json,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="json: a file (default: standard output); csv: a folder (default: the current one).",
+            metavar="PATH",
+        ),
+    ] = None,
+) -> None:
+    """Export a run's record and trajectories as JSON or CSV."""
+    from stnkit.analysis.export import record_to_json, write_export
+    from stnkit.store.reader import open_run
+
+    record = open_run(run_file)
+    if fmt is ExportFormat.json and output is None:
+        print(json.dumps(record_to_json(record), indent=1, allow_nan=False))
+        return
+    console = _out()
+    for path in write_export(record, fmt, output):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def replay(
+    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5) to replay.")],
+    final: Annotated[
+        bool, typer.Option("--final", help="Hold the run's final values fixed instead of its schedule.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the replay's run file (default: the source's).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress; print only the run file's path.")
+    ] = False,
+) -> None:
+    """Train the plain network with the run's recipe, following the hyperparameter schedule it found."""
+    from stnkit.analysis.replay import plan_replay
+    from stnkit.progress import make_progress
+    from stnkit.runner import run as run_recipe
+
+    plan = plan_replay(run_file, final=final, out_dir=out, plugins=plugins())
+    console = _out()
+    observers: list[Any] = []
+    if not quiet:
+        observers.append(make_progress(console, plan.recipe.train.max_steps))
+    result = run_recipe(
+        plan.recipe, out_dir=plan.out_dir, plugins=plugins(), observers=observers, metadata=plan.metadata
+    )
+    if quiet and result.path is not None:
+        console.print(str(result.path))
+    elif result.path is not None:
+        console.print(f"{plan.mode} replay of {run_file} recorded in {result.path}")
+    _exit_for(result.status)
 
 
 def _print_error(error: StnkitError) -> None:

@@ -185,3 +185,44 @@ def test_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
         state, step = read_latest(f, "x")  # type: ignore[misc]
     assert step == steps[1 - latest] < steps[latest]
     assert state["step"] == step
+
+
+def test_the_command_line_stops_with_130_and_resumes_with_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stnkit import cli
+    from stnkit.plugins import load_plugins
+
+    reference = stnkit.run(write_recipe(tmp_path / "a", **RIDGE))
+    recipe = write_recipe(tmp_path / "b", **RIDGE)
+    with_ctrl_c = load_plugins()
+    with_ctrl_c.register(SignalAt(5), name="ctrl-c-at-5")
+    monkeypatch.setattr(cli, "_plugins", with_ctrl_c)
+    assert cli.main(["run", str(recipe), "--quiet"]) == 130
+    path = Path(capsys.readouterr().out.strip())
+    assert stnkit.open_run(path).status == "interrupted"
+
+    monkeypatch.setattr(cli, "_plugins", None)  # a fresh process: no Ctrl-C this time
+    assert cli.main(["run", "--resume", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "run completed" in out
+    assert_same(reference.path, path)  # type: ignore[arg-type]
+    assert cli.main(["run", "--resume", str(path)]) == 2  # completed: nothing to resume
+    assert "already completed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra", [["RECIPE"], ["--set", "seed=1"], ["--out", "elsewhere"]], ids=["recipe", "set", "out"]
+)
+def test_resume_takes_the_run_as_recorded(
+    tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stnkit.cli import main
+
+    recipe = write_recipe(tmp_path)
+    extra = [str(recipe) if arg == "RECIPE" else arg for arg in extra]
+    args = ["run", "--resume", str(tmp_path / "any.h5"), *extra]
+    assert main(args) == 2
+    assert "--resume continues a run as recorded" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "give a recipe file" in capsys.readouterr().err

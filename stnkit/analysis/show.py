@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
+import numpy as np
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stnkit.analysis.common import final_values, fmt
 from stnkit.progress import sparkline
 from stnkit.store.reader import RunRecord
 
 __all__ = ["render_run"]
-
-
-def _fmt(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-        return f"{value:.3e}"
-    return f"{value:.4f}"
 
 
 def _downsample(values: list[float], width: int = 16) -> list[float]:
@@ -27,6 +21,16 @@ def _downsample(values: list[float], width: int = 16) -> list[float]:
         return values
     step = len(values) / width
     return [values[int(i * step)] for i in range(width)]
+
+
+def _best_epoch(record: RunRecord, summary: dict[str, Any]) -> str:
+    """The recorded best epoch; while a run is going, the last epoch flagged as a new best."""
+    if summary["best_epoch"] is not None:
+        return str(summary["best_epoch"])
+    flags, epochs = record.epochs.get("best"), record.epochs.get("epoch")
+    if flags is not None and epochs is not None and np.any(flags):
+        return str(int(epochs[np.flatnonzero(flags)[-1]]))
+    return "–"
 
 
 def render_run(record: RunRecord) -> RenderableType:
@@ -46,27 +50,30 @@ def render_run(record: RunRecord) -> RenderableType:
     head.add_row(
         "steps", f"{summary['steps']} weight, {summary['hyper_steps']} hyper, {summary['epochs']} epochs"
     )
-    head.add_row("best epoch", f"{summary['best_epoch']}  val loss {_fmt(summary['best_val_loss'])}")
+    head.add_row("best epoch", f"{_best_epoch(record, summary)}  val loss {fmt(summary['best_val_loss'])}")
     best_valid = {k: v for k, v in summary["best_valid"].items() if v is not None}
     if best_valid:
-        head.add_row("best valid", "  ".join(f"{k} {_fmt(v)}" for k, v in best_valid.items()))
+        head.add_row("best valid", "  ".join(f"{k} {fmt(v)}" for k, v in best_valid.items()))
     if summary["test"]:
-        head.add_row("test", "  ".join(f"{k} {_fmt(v)}" for k, v in summary["test"].items()))
+        head.add_row("test", "  ".join(f"{k} {fmt(v)}" for k, v in summary["test"].items()))
     parts: list[RenderableType] = [head]
     if record.hyperparameters:
         table = Table(title="hyperparameters", title_justify="left", header_style="bold")
         table.add_column("name", no_wrap=True)
-        for column in ("initial", "final", "at best", "σ final"):  # at-best: at the best epoch
+        # a run still going (or one that died) has no final row yet: show its latest values
+        ended = summary["status"] in ("completed", "diverged", "failed")
+        finals = final_values(record)
+        for column in ("initial", "final" if ended else "latest", "at best", "σ final"):
             table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
         table.add_column("trajectory", no_wrap=True, min_width=16)
         for name, info in summary["hyperparameters"].items():
             trajectory = record.values(name).tolist() if len(record.hyper.get("values", ())) else []
             table.add_row(
                 Text.assemble(name, (f" {info['kind'][:3]}", "dim")),
-                _fmt(info["initial"]),
-                _fmt(info["final"]),
-                _fmt(info["best"]),
-                _fmt(info["final_scale"]),
+                fmt(info["initial"]),
+                fmt(finals[name]),
+                fmt(info["best"]),
+                fmt(info["final_scale"]),
                 Text(sparkline(_downsample(trajectory)), style="cyan"),
             )
         parts.append(table)

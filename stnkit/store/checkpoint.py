@@ -31,12 +31,20 @@ def serialize(state: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
+def _reason(error: Exception) -> str:
+    """One line out of torch's multi-line refusal: what it refused, without the advice to allow it."""
+    text = str(error).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = (lines or [type(error).__name__])[0].split(". Please", 1)[0]
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
 def deserialize(blob: bytes, where: str) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         raise RunFileError(
-            f"{where}: the checkpoint cannot be loaded safely ({type(error).__name__}: {error})"
+            f"{where}: the checkpoint cannot be loaded safely, so it was not loaded ({_reason(error)})"
         ) from None
     if not isinstance(state, dict):
         raise RunFileError(f"{where}: the checkpoint is not a stnkit checkpoint")

@@ -1,0 +1,138 @@
+"""``stnkit ls``: the run files in a folder, newest first, each summarised in one row."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from stnkit.errors import RunFileError, UsageError
+from stnkit.store.reader import open_run
+
+__all__ = ["RunEntry", "find_run_files", "list_runs", "render_listing"]
+
+_STYLES = {"completed": "green", "running": "yellow", "unreadable": "dim red"}
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One row of ``stnkit ls``. ``error`` is set (and ``status`` is ``unreadable``) for a file
+    that is not a readable stnkit run."""
+
+    path: str
+    file: str
+    name: str | None
+    status: str
+    steps: int | None
+    epochs: int | None
+    best_val_loss: float | None
+    created: str | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_run_files(folder: Path) -> list[Path]:
+    """Every ``*.h5`` file below ``folder``. Raises :class:`UsageError` if it is not a folder."""
+    if not folder.exists():
+        raise UsageError(f"no such folder: {folder}")
+    if not folder.is_dir():
+        raise UsageError(f"not a folder: {folder}")
+    return sorted(p for p in folder.rglob("*.h5") if p.is_file())
+
+
+def _when(created: str | None, path: Path) -> float:
+    """Sort key: the recorded creation time, else the file's modification time."""
+    if created:
+        try:
+            return _dt.datetime.fromisoformat(created).timestamp()
+        except ValueError:
+            pass
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _entry(path: Path, folder: Path) -> RunEntry:
+    relative = str(path.relative_to(folder))
+    try:
+        record = open_run(path)
+    except RunFileError as error:
+        return _unreadable(path, relative, _reason(error, path))
+    except Exception as error:  # a damaged file must not end the listing of the others
+        return _unreadable(path, relative, f"{type(error).__name__}: {error}")
+    best = record.best_val_loss
+    return RunEntry(
+        path=str(path),
+        file=relative,
+        name=record.name or None,
+        status=record.status,
+        steps=record.steps,
+        epochs=record.n_epochs,
+        best_val_loss=best if best is not None and math.isfinite(best) else None,
+        created=str(record.attrs.get("created", "")) or None,
+    )
+
+
+def _unreadable(path: Path, relative: str, reason: str) -> RunEntry:
+    return RunEntry(str(path), relative, None, "unreadable", None, None, None, None, reason)
+
+
+def _reason(error: RunFileError, path: Path) -> str:
+    # the reader's messages start with the path, which the row already shows
+    message = str(error)
+    return message.removeprefix(f"{path} ").removeprefix("is ")
+
+
+def list_runs(folder: str | Path) -> list[RunEntry]:
+    """The run files below ``folder``, newest first; unreadable files are included as such."""
+    folder = Path(folder)
+    entries = [(_entry(path, folder), path) for path in find_run_files(folder)]
+    entries.sort(key=lambda pair: (_when(pair[0].created, pair[1]), pair[0].file), reverse=True)
+    return [entry for entry, _ in entries]
+
+
+def _fmt_loss(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _fmt_created(created: str | None) -> str:
+    if not created:
+        return "–"
+    return created.replace("T", " ").removesuffix("+00:00")[:16]
+
+
+def render_listing(entries: list[RunEntry], folder: Path) -> RenderableType:
+    """A rich table of the entries, one row per file, then why each unreadable file is unreadable."""
+    table = Table(title=f"runs in {folder}", title_justify="left", header_style="bold")
+    # every column but the file name keeps its width; a long file name folds onto a second line
+    table.add_column("name", no_wrap=True, min_width=4)
+    table.add_column("file", overflow="fold", min_width=12)
+    table.add_column("status", no_wrap=True, min_width=10)
+    for column in ("steps", "epochs", "best val loss"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("created (UTC)", no_wrap=True, min_width=16)
+    notes: list[RenderableType] = []
+    for entry in entries:
+        if entry.error is not None:
+            table.add_row("–", entry.file, Text("unreadable", style=_STYLES["unreadable"]), *["–"] * 4)
+            notes.append(Text(f"{entry.file}: {entry.error}", style="dim"))
+            continue
+        table.add_row(
+            entry.name or "–",
+            entry.file,
+            Text(entry.status, style=_STYLES.get(entry.status, "red")),
+            str(entry.steps),
+            str(entry.epochs),
+            _fmt_loss(entry.best_val_loss),
+            _fmt_created(entry.created),
+        )
+    return Group(table, *notes)

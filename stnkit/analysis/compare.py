@@ -87,9 +87,13 @@ def _best_epoch(record: RunRecord) -> int | None:
 def render_comparison(comparison: Comparison) -> Table:
     """A rich table: facts, then the metrics, then each hyperparameter's final value."""
     table = Table(header_style="bold")
-    table.add_column("", style="dim", no_wrap=True)
+    labels = ["best epoch"] + [
+        f"{prefix} {name}" for key, prefix in SECTIONS.items() for name in comparison.sections.get(key, {})
+    ]
+    # row labels are never cut; on a narrow console the file names fold instead
+    table.add_column("", style="dim", no_wrap=True, min_width=max(map(len, labels)))
     for run in comparison.runs:
-        table.add_column(run["label"], justify="right", no_wrap=True)
+        table.add_column(run["label"], justify="right", overflow="fold", min_width=8)
     table.add_row("file", *(Path(r["path"]).name for r in comparison.runs))
     table.add_row("status", *(Text(r["status"], style=_status_style(r["status"])) for r in comparison.runs))
     table.add_row("response", *(r["response"] for r in comparison.runs))

@@ -113,22 +113,24 @@ def _fmt_created(created: str | None) -> str:
 def render_listing(entries: list[RunEntry], folder: Path) -> RenderableType:
     """A rich table of the entries, one row per file, then why each unreadable file is unreadable."""
     table = Table(title=f"runs in {folder}", title_justify="left", header_style="bold")
-    # every column but the file name keeps its width; a long file name folds onto a second line
-    table.add_column("name", no_wrap=True, min_width=4)
-    table.add_column("file", overflow="fold", min_width=12)
-    table.add_column("status", no_wrap=True, min_width=10)
+    # the run's name with its file name beneath: the numbers keep their width, a long file name folds
+    table.add_column("run / file", overflow="fold", min_width=12)
+    table.add_column("status", no_wrap=True)
     for column in ("steps", "epochs", "best val loss"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     table.add_column("created (UTC)", no_wrap=True, min_width=16)
     notes: list[RenderableType] = []
     for entry in entries:
         if entry.error is not None:
-            table.add_row("–", entry.file, Text("unreadable", style=_STYLES["unreadable"]), *["–"] * 4)
+            table.add_row(
+                Text.assemble("–\n", (entry.file, "dim")),
+                Text("unreadable", style=_STYLES["unreadable"]),
+                *["–"] * 4,
+            )
             notes.append(Text(f"{entry.file}: {entry.error}", style="dim"))
             continue
         table.add_row(
-            entry.name or "–",
-            entry.file,
+            Text.assemble(entry.name or "–", "\n", (entry.file, "dim")),
             Text(entry.status, style=_STYLES.get(entry.status, "red")),
             str(entry.steps),
             str(entry.epochs),

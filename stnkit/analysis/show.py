@@ -47,6 +47,8 @@ def render_run(record: RunRecord) -> RenderableType:
         head.add_row("message", summary["message"])
     head.add_row("created", summary["created"])
     head.add_row("response", summary["response"])
+    for key, value in record.metadata.items():  # e.g. a replay's source_run
+        head.add_row(key.replace("_", " "), value)
     head.add_row(
         "steps", f"{summary['steps']} weight, {summary['hyper_steps']} hyper, {summary['epochs']} epochs"
     )
@@ -64,7 +66,7 @@ def render_run(record: RunRecord) -> RenderableType:
         ended = summary["status"] in ("completed", "diverged", "failed")
         finals = final_values(record)
         for column in ("initial", "final" if ended else "latest", "at best", "σ final"):
-            table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+            table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 7))
         table.add_column("trajectory", no_wrap=True, min_width=16)
         for name, info in summary["hyperparameters"].items():
             trajectory = record.values(name).tolist() if len(record.hyper.get("values", ())) else []

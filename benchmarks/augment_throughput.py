@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from stnkit.allocator import tune_allocator
 from stnkit.data import DataInfo
 from stnkit.hyper.space import HyperBatch
 from stnkit.task import ClassificationTask
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    # as `stnkit run` does; STNKIT_MALLOC_TUNING=0 measures glibc's default behaviour instead
+    tuned = tune_allocator()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -127,6 +130,7 @@ def main() -> None:
 
     threads = torch.get_num_threads() if device.type == "cpu" else None
     where = f"{device} ({threads} threads)" if threads else str(device)
+    where += ", malloc tuned" if tuned else ", glibc malloc defaults"
     print(f"augment chain on {BATCH} CIFAR-10 images, {where}, median of {args.reps} interleaved runs")
     rate = {name: BATCH / statistics.median(ts) for name, ts in times.items()}
     for name, ts in times.items():

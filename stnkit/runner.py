@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stnkit.allocator import tune_allocator
 from stnkit.build import Built, build, resolve
 from stnkit.engine import Engine
 from stnkit.errors import RunFileError, UsageError
@@ -181,6 +182,7 @@ def _execute(
     observers: Iterable[object],
     state: dict[str, Any] | None,
 ) -> RunResult:
+    tune_allocator()  # reuse freed activation memory instead of mapping it anew each step
     store_config = built.recipe.store
     minutes = store_config.checkpoint_minutes
     engine = Engine(

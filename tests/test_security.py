@@ -49,6 +49,7 @@ def replace_latest_checkpoint(path: Path, blob: bytes) -> None:
         slot = int(group["latest"][()])
         group[f"slot{slot}"].resize((len(blob),))
         group[f"slot{slot}"][:] = np.frombuffer(blob, dtype=np.uint8)
+        group["length"][slot] = len(blob)
         group["sha256"][slot] = hashlib.sha256(blob).hexdigest().encode()
 
 

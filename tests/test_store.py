@@ -104,3 +104,57 @@ def test_live_run_is_readable_while_written(ridge_recipe: Path) -> None:
     # the store observes first, so each epoch is on disk when other observers hear of it
     stnkit.run(ridge_recipe, observers=[Peek()])
     assert seen == [1, 2, 3, 4]
+
+
+def test_tables_are_allocated_once_and_count_their_rows(finished: stnkit.RunResult) -> None:
+    # ridge: 5 epochs of 2 weight steps; a hyper step after every 2 weight steps; a loss point every 2
+    record = stnkit.open_run(finished.path)  # type: ignore[arg-type]
+    expected_capacity = {"hyper": 10 // 2 + 1, "train": 10 // 2 + 1, "epochs": 5, "epochs/metrics": 5}
+    with h5py.File(finished.path, "r") as f:  # type: ignore[arg-type]
+        for table, capacity in expected_capacity.items():
+            group = f[table]
+            rows = int(group["_rows"][()])
+            lengths = {
+                name: ds.shape[0]
+                for name, ds in group.items()
+                if isinstance(ds, h5py.Dataset) and name != "_rows"
+            }
+            assert set(lengths.values()) == {capacity}, table  # never grown during the run
+            assert rows <= capacity
+        assert int(f["hyper/_rows"][()]) == len(record.hyper["step"]) > 0
+        assert int(f["epochs/_rows"][()]) == len(record.epochs["epoch"]) == 5
+
+
+def test_a_table_that_outgrows_its_estimate_grows(tmp_path: Path) -> None:
+    from stnkit.store.hdf5 import _Table
+    from stnkit.store.reader import read_table
+
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        table = _Table(f.create_group("t"), {"a": (np.int64, 0), "b": (np.float64, 2)}, capacity=2)
+        for i in range(3):
+            table.add(a=i, b=np.array([i, -i], dtype=np.float64))
+        table.flush()
+        table.add(a=3, b=np.array([3.0, -3.0]))
+        table.flush()
+        columns = read_table(f["t"])
+    np.testing.assert_array_equal(columns["a"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(columns["b"][:, 1], [0, -1, -2, -3])
+
+
+def test_a_file_damaged_by_a_crash_is_reported_in_a_second_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real schema-1 run file from a writer SIGKILLed while growing a table: one object header
+    fails its checksum. HDF5's default SWMR patience would retry it for many minutes."""
+    import gzip
+    import time
+
+    damaged = tmp_path / "damaged.h5"
+    source = Path(__file__).parent / "data" / "killed-mid-flush-schema1.h5.gz"
+    damaged.write_bytes(gzip.decompress(source.read_bytes()))
+    start = time.monotonic()
+    assert main(["show", str(damaged)]) == 2
+    assert time.monotonic() - start < 30  # the default would still be retrying
+    err = capsys.readouterr().err
+    assert "is damaged: part of its structure fails its checksum" in err
+    assert len(err.strip().splitlines()) == 1

@@ -52,11 +52,12 @@ def deserialize(blob: bytes, where: str) -> dict[str, Any]:
 
 
 def create_slots(file: h5py.File) -> h5py.Group:
-    """The ``checkpoints`` group: ``slot0``/``slot1`` bytes, per-slot ``step`` and ``sha256``, and
-    ``latest`` (the slot holding the newest complete checkpoint, −1 for none)."""
+    """The ``checkpoints`` group: ``slot0``/``slot1`` bytes, per-slot ``length``, ``step`` and
+    ``sha256``, and ``latest`` (the slot holding the newest complete checkpoint, −1 for none)."""
     group = file.create_group("checkpoints")
     for slot in range(SLOTS):
         group.create_dataset(f"slot{slot}", shape=(0,), maxshape=(None,), chunks=(_CHUNK,), dtype=np.uint8)
+    group.create_dataset("length", data=np.zeros(SLOTS, dtype=np.int64))
     group.create_dataset("step", data=np.full(SLOTS, -1, dtype=np.int64))
     group.create_dataset("sha256", data=np.array([b""] * SLOTS, dtype="S64"))
     group.create_dataset("latest", data=np.int64(-1))
@@ -70,9 +71,14 @@ def write_checkpoint(file: h5py.File, blob: np.ndarray, step: int) -> int:
     latest = int(group["latest"][()])
     slot = 0 if latest != 0 else 1
     data = group[f"slot{slot}"]
-    data.resize((len(blob),))
-    data[:] = blob
+    if data.shape[0] < len(blob):
+        # grow with room to spare: later checkpoints (about the same size) then overwrite bytes in
+        # place and never change the file's structure, which a kill could leave half-written
+        data.resize((len(blob) + len(blob) // 4,))
+    data[: len(blob)] = blob
     data.flush()
+    group["length"][slot] = len(blob)
+    group["length"].flush()
     digest = hashlib.sha256(blob.tobytes()).hexdigest().encode()
     group["sha256"][slot] = digest
     group["step"][slot] = step
@@ -97,7 +103,9 @@ def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | Non
     latest = int(group["latest"][()])
     order = [latest, 1 - latest] if latest in (0, 1) else []
     for slot in order:
-        blob = np.asarray(group[f"slot{slot}"][()]).tobytes()
+        data = group[f"slot{slot}"]
+        length = int(group["length"][slot]) if "length" in group else data.shape[0]
+        blob = np.asarray(data[:length]).tobytes()
         recorded = bytes(group["sha256"][slot]).decode()
         if not blob or hashlib.sha256(blob).hexdigest() != recorded:
             continue

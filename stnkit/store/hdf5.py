@@ -26,7 +26,9 @@ from stnkit.hookspecs import hookimpl
 from stnkit.recipe import Recipe
 from stnkit.store.checkpoint import create_slots, read_latest, serialize, write_checkpoint
 from stnkit.store.lock import WriterLock
-from stnkit.store.schema import FORMAT, SCHEMA_VERSION
+from stnkit.store.reader import read_table
+from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION
+from stnkit.store.swmr import open_swmr
 
 __all__ = ["HDF5Store"]
 
@@ -39,24 +41,42 @@ def utc_now() -> str:
 
 
 class _Table:
-    """An appendable group of equal-length columns, buffered until flushed."""
+    """An appendable group of equal-length columns, buffered until flushed.
 
-    def __init__(self, group: h5py.Group, columns: dict[str, tuple[Any, int]]) -> None:
-        """``columns``: name → (dtype, width); width 0 is a vector, > 0 a ``(N, width)`` matrix."""
+    Every column is created at its full expected length, all chunks written, with a separate
+    ``_rows`` count. Appending then only overwrites bytes inside allocated chunks: the file's
+    structure (object headers, chunk indexes) never changes while the run goes, so a writer killed
+    mid-flush cannot leave a header half-written — growing datasets did, in about one SIGKILL in
+    fifty. Rows are written before the count that admits them; readers read ``_rows`` rows.
+    """
+
+    def __init__(self, group: h5py.Group, columns: dict[str, tuple[Any, int]], capacity: int) -> None:
+        """``columns``: name → (dtype, width); width 0 is a vector, > 0 a ``(N, width)`` matrix.
+        ``capacity``: rows to allocate now (more are possible, at the cost of a structural change)."""
+        capacity = max(int(capacity), 1)
         self.datasets: dict[str, h5py.Dataset] = {}
         self.rows: dict[str, list[Any]] = {name: [] for name in columns}
+        chunk = min(_CHUNK, capacity)
         for name, (dtype, width) in columns.items():
-            if width:
-                ds = group.create_dataset(
-                    name, shape=(0, width), maxshape=(None, width), chunks=(_CHUNK, width), dtype=dtype
-                )
-            else:
-                ds = group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_CHUNK,), dtype=dtype)
+            shape = (capacity, width) if width else (capacity,)
+            ds = group.create_dataset(
+                name,
+                data=np.zeros(shape, dtype=dtype),
+                maxshape=(None, width) if width else (None,),
+                chunks=(chunk, width) if width else (chunk,),
+            )
             self.datasets[name] = ds
+        self.count = group.create_dataset(ROWS, data=np.int64(0))
+        self.length = 0
 
     def add(self, **row: Any) -> None:
         for name, value in row.items():
             self.rows[name].append(value)
+
+    def extend(self, columns: dict[str, np.ndarray]) -> None:
+        """Queue whole columns of rows (a resumed run's copied history)."""
+        for name, values in columns.items():
+            self.rows[name].extend(list(values))
 
     def pending(self) -> int:
         return len(next(iter(self.rows.values()), []))
@@ -65,13 +85,16 @@ class _Table:
         count = self.pending()
         if not count:
             return
+        end = self.length + count
         for name, ds in self.datasets.items():
-            values = np.asarray(self.rows[name], dtype=ds.dtype)
-            start = ds.shape[0]
-            ds.resize(start + count, axis=0)
-            ds[start:] = values
+            if end > ds.shape[0]:  # beyond the estimate: grow (rare; a structural change)
+                ds.resize(max(end, 2 * ds.shape[0]), axis=0)
+            ds[self.length : end] = np.asarray(self.rows[name], dtype=ds.dtype)
             ds.flush()
             self.rows[name].clear()
+        self.count[()] = end  # only now are the new rows part of the record
+        self.count.flush()
+        self.length = end
 
 
 class HDF5Store:
@@ -233,6 +256,7 @@ class HDF5Store:
         hp.create_dataset("final", data=np.full(width, math.nan))
         hp.create_dataset("best", data=np.full(width, math.nan))
         f64, i64 = np.float64, np.int64
+        rows = self._capacities(run)
         self.hyper = _Table(
             file.create_group("hyper"),
             {
@@ -244,10 +268,12 @@ class HDF5Store:
                 "values": (f64, width),
                 "scales": (f64, width),
             },
+            rows["hyper"],
         )
         self.train = _Table(
             file.create_group("train"),
             {"step": (i64, 0), "epoch": (i64, 0), "time": (f64, 0), "loss": (f64, 0), "lr": (f64, 0)},
+            rows["train"],
         )
         epochs = file.create_group("epochs")
         self.epochs = _Table(
@@ -264,8 +290,11 @@ class HDF5Store:
                 "scales": (f64, width),
                 "best": (np.int8, 0),
             },
+            rows["epochs"],
         )
-        self.epoch_metrics = _Table(epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics})
+        self.epoch_metrics = _Table(
+            epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics}, rows["epochs"]
+        )
         test = file.create_group("test")
         best_valid = file.create_group("best_valid")
         for name in self.metrics:
@@ -276,6 +305,19 @@ class HDF5Store:
         if swmr:
             file.swmr_mode = True
         self._last_flush = time.monotonic()
+
+    def _capacities(self, run: RunInfo) -> dict[str, int]:
+        """Rows each table will need: exact for epochs and training-loss points, an upper bound for
+        hyper steps (at most ``hyper_steps`` after every ``train_steps`` weight steps)."""
+        train = self.recipe.train
+        total = run.epochs * run.steps_per_epoch
+        if train.max_steps is not None:
+            total = min(total, train.max_steps)
+        return {
+            "hyper": (total // max(train.train_steps, 1) + 1) * train.hyper_steps if run.tunes else 1,
+            "train": total // self.log_every + 1,
+            "epochs": run.epochs,
+        }
 
     def _kind(self, name: str) -> str:
         entry = self.recipe.hyperparameters.get(name, {})
@@ -386,31 +428,30 @@ class HDF5Store:
                 attrs[key] = value
         attrs["resumed"] = int(old.attrs.get("resumed", 0)) + 1
         attrs["resumed_from_step"] = step
-        tables = [
+        for group, table, key, limit in (
             (old["hyper"], self.hyper, "step", step),
             (old["train"], self.train, "step", step),
-            (old["epochs"], self.epochs, "epoch", epochs_done),
-        ]
-        for group, table, key, limit in tables:
-            _copy_rows(group, table, np.asarray(group[key][()]) <= limit)
-        epoch_mask = np.asarray(old["epochs/epoch"][()]) <= epochs_done
-        _copy_rows(old["epochs/metrics"], self.epoch_metrics, epoch_mask)
+        ):
+            columns = read_table(group)
+            table.extend(_whole_rows(columns, table, columns[key] <= limit))
+        epochs = read_table(old["epochs"])
+        metrics = read_table(old["epochs/metrics"])
+        n = min(len(epochs["epoch"]), *(len(v) for v in metrics.values()))
+        keep = epochs["epoch"][:n] <= epochs_done
+        self.epochs.extend(_whole_rows(epochs, self.epochs, keep))
+        self.epoch_metrics.extend(_whole_rows(metrics, self.epoch_metrics, keep))
 
 
-def _copy_rows(group: h5py.Group, table: _Table, keep: np.ndarray) -> None:
-    """Copy the rows of ``group`` that ``keep`` marks into ``table``'s datasets. A killed writer
-    may have left a flush half done, so only rows present in every column count."""
-    whole = min([len(keep), *(len(group[column]) for column in table.datasets)])
-    mask = keep[:whole]
-    for column, dataset in table.datasets.items():
-        rows = np.asarray(group[column][()])[:whole][mask]
-        dataset.resize(len(rows), axis=0)
-        dataset[...] = rows
+def _whole_rows(columns: dict[str, np.ndarray], table: _Table, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``keep`` marks, of every column ``table`` has. A writer of an older file may have
+    been killed between columns of one flush, so only rows present in every column count."""
+    n = min(len(keep), *(len(columns[name]) for name in table.datasets))
+    return {name: columns[name][:n][keep[:n]] for name in table.datasets}
 
 
 def _open_for_reading(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r", swmr=True)
+        return open_swmr(path)
     except OSError as error:
         raise RunFileError(f"{path} is not a readable run file ({error})") from None
 

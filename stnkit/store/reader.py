@@ -20,9 +20,10 @@ import yaml
 
 from stnkit.errors import RunFileError, UsageError
 from stnkit.store.lock import writer_alive
-from stnkit.store.schema import FORMAT, SCHEMA_VERSION, STALE_AFTER_MIN
+from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
+from stnkit.store.swmr import open_swmr
 
-__all__ = ["TABLES", "RunRecord", "open_run"]
+__all__ = ["TABLES", "RunRecord", "open_run", "read_table"]
 
 #: the record's trajectory tables, in the order exports list them
 TABLES = ("hyper", "train", "epochs")
@@ -39,8 +40,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _table(group: h5py.Group) -> dict[str, np.ndarray]:
-    return {name: np.asarray(ds[()]) for name, ds in group.items() if isinstance(ds, h5py.Dataset)}
+def read_table(group: h5py.Group) -> dict[str, np.ndarray]:
+    """The columns of a table group, cut to the rows its writer has admitted.
+
+    Schema 2 preallocates every column and counts the rows written in ``_rows``, which the writer
+    updates only after the rows themselves; it is read first, so every row it admits is complete.
+    Schema 1 files (and groups of scalars) have no count: their columns are taken whole.
+    """
+    rows = int(group[ROWS][()]) if ROWS in group else None
+    columns: dict[str, np.ndarray] = {}
+    for name in group:
+        item = group[name]  # by name: h5py's items() would turn a damaged entry into None silently
+        if isinstance(item, h5py.Dataset) and name != ROWS:
+            columns[name] = np.asarray(item[()])
+    if rows is not None:
+        columns = {name: value[:rows] for name, value in columns.items()}
+    return columns
 
 
 @dataclass
@@ -270,7 +285,7 @@ def open_run(path: str | Path) -> RunRecord:
     if not path.exists():
         raise RunFileError(f"run file not found: {path}")
     try:
-        handle = h5py.File(path, "r", swmr=True)
+        handle = open_swmr(path)
     except OSError:
         try:
             handle = h5py.File(path, "r")
@@ -299,14 +314,19 @@ def open_run(path: str | Path) -> RunRecord:
                 initial_scales=_named(names, hp["initial_scales"][()]),
                 final=_named(names, hp["final"][()]),
                 best=_named(names, hp["best"][()]),
-                hyper=_table(file["hyper"]),
-                train=_table(file["train"]),
-                epochs={**_table(file["epochs"]), "metrics": _table(file["epochs/metrics"])},
-                test={k: float(v) for k, v in _table(file["test"]).items()},
-                best_valid={k: float(v) for k, v in _table(file["best_valid"]).items()},
+                hyper=read_table(file["hyper"]),
+                train=read_table(file["train"]),
+                epochs={**read_table(file["epochs"]), "metrics": read_table(file["epochs/metrics"])},
+                test={k: float(v) for k, v in read_table(file["test"]).items()},
+                best_valid={k: float(v) for k, v in read_table(file["best_valid"]).items()},
                 heartbeat=float(file["heartbeat"][()]) if "heartbeat" in file else math.nan,
             )
         except KeyError as error:
+            if "checksum" in str(error):
+                raise RunFileError(
+                    f"{path} is damaged: part of its structure fails its checksum ({error}); "
+                    "a crash while the file's layout was changing can do this"
+                ) from None
             raise RunFileError(f"{path} is missing part of the run layout: {error}") from None
     _trim(record)
     return record

@@ -239,6 +239,9 @@ class Engine:
             self.model.reset_state("hyper")
         before = self.space.values()
         loss = float(self.response.hyper_step(self.parts, batch))
+        max_scale = self.train_cfg.perturbation.max_scale
+        if max_scale is not None:
+            self.space.clamp_scales(max_scale)
         self.hyper_step += 1
         values = self.space.values()
         scales = self.space.scales()

@@ -89,6 +89,15 @@ class PerturbationConfig(_Strict):
     init_scale: float = Field(0.5, gt=0, description="initial σ, in unconstrained units")
     tune: bool = Field(True, description="learn σ in hyper steps (entropy-regularised)")
     entropy_weight: float = Field(1e-3, ge=0, description="τ in val_loss − τ·entropy(σ)")
+    max_scale: float | None = Field(
+        None, gt=0, description="upper bound on every σ, applied after each hyper step (none: unbounded)"
+    )
+
+    @model_validator(mode="after")
+    def _check_bound(self) -> PerturbationConfig:
+        if self.max_scale is not None and self.init_scale > self.max_scale:
+            raise ValueError(f"init_scale ({self.init_scale}) is above max_scale ({self.max_scale})")
+        return self
 
 
 class LrDecayConfig(_Strict):

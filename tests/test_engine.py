@@ -152,3 +152,19 @@ def test_no_store_writes_nothing(ridge_recipe: Path, tmp_path: Path) -> None:
     result, _ = run(ridge_recipe, store=False)
     assert result.path is None and result.status == "completed"
     assert not (tmp_path / "runs").exists()
+
+
+def test_max_scale_bounds_sigma_that_would_otherwise_drift_up(tmp_path: Path) -> None:
+    # a strong entropy bonus pushes σ up at every hyper step; the bound holds it
+    drift = {
+        "train__epochs": 20,
+        "train__perturbation": {"init_scale": 0.5, "tune": True, "entropy_weight": 1.0},
+    }
+    free = stnkit.run(write_recipe(tmp_path / "free", **drift))
+    bounded_drift = {**drift, "train__perturbation": {**drift["train__perturbation"], "max_scale": 0.6}}
+    bounded = stnkit.run(write_recipe(tmp_path / "bounded", **bounded_drift))
+    free_scales = stnkit.open_run(free.path).hyper["scales"]  # type: ignore[arg-type]
+    bounded_scales = stnkit.open_run(bounded.path).hyper["scales"]  # type: ignore[arg-type]
+    assert free_scales.max() > 0.7
+    assert bounded_scales.max() <= 0.6 + 1e-6
+    assert bounded_scales.max() > 0.59  # it reached the bound: the bound, not chance, held it

@@ -144,6 +144,14 @@ class HyperSpace(nn.Module):
         return torch.log(sigma[self.tuned]).sum()
 
     @torch.no_grad()
+    def clamp_scales(self, max_scale: float) -> None:
+        """Hold every σ at or below ``max_scale``. Under Adam the entropy bonus moves ``s`` up by
+        about one learning rate per hyper step whatever τ is, unless the validation gradient
+        pushes back; this bound stops that drift (``perturbation.max_scale``)."""
+        limit = _softplus_inverse(torch.tensor(float(max_scale), dtype=self.s.dtype, device=self.s.device))
+        self.s.clamp_(max=limit)
+
+    @torch.no_grad()
     def values(self) -> dict[str, float]:
         """Current constrained value of each declared hyperparameter (at ``h``)."""
         constrained = self.constrain(self.h.unsqueeze(0))[0]

@@ -27,6 +27,16 @@ def _dropout_use(where: str) -> HyperparameterUse:
     return HyperparameterUse(f"dropout rate after {where}", default=0.0, low=0.0, high=1.0)
 
 
+_COUNTS = {2: "two", 5: "five"}
+
+
+def _widths(value: list[int], count: int, layers: str) -> list[int]:
+    """``value`` if it holds ``count`` positive layer widths; a readable recipe error otherwise."""
+    if len(value) != count or min(value, default=0) < 1:
+        raise ValueError(f"give {_COUNTS[count]} positive {layers} widths")
+    return value
+
+
 class _ConvNet(StnModel):
     """Shared forward pass: conv blocks (conv → ReLU → dropout → optional max-pool), then fully
     connected blocks (linear → ReLU → dropout), then the classifier."""
@@ -94,16 +104,12 @@ class STNAlexNet(_ConvNet):
         @field_validator("channels")
         @classmethod
         def _five(cls, value: list[int]) -> list[int]:
-            if len(value) != 5 or min(value) < 1:
-                raise ValueError("give five positive convolution widths")
-            return value
+            return _widths(value, 5, "convolution")
 
         @field_validator("fc")
         @classmethod
         def _two(cls, value: list[int]) -> list[int]:
-            if len(value) != 2 or min(value) < 1:
-                raise ValueError("give two positive fully connected widths")
-            return value
+            return _widths(value, 2, "fully connected")
 
     config: Config
 
@@ -133,9 +139,7 @@ class STNSmallCNN(_ConvNet):
         @field_validator("channels")
         @classmethod
         def _two(cls, value: list[int]) -> list[int]:
-            if len(value) != 2 or min(value) < 1:
-                raise ValueError("give two positive convolution widths")
-            return value
+            return _widths(value, 2, "convolution")
 
     config: Config
 

@@ -49,6 +49,8 @@ class Resolved:
     kinds: dict[str, HyperKind]
     constants: dict[str, float]
     device: torch.device
+    #: the observers the recipe's ``observers:`` section switches on
+    observers: list[Chosen] = field(default_factory=list)
 
 
 @dataclass
@@ -272,6 +274,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         for i, section in enumerate(recipe.augment)
     ]
     kinds = _validate_kinds(recipe, plugins, problems)
+    observers = _validate_observers(recipe, plugins, problems, context)
     consumers: list[tuple[str, type[Any]]] = []
     if model is not None:
         consumers.append((f"model {recipe.model.name!r}", model.cls))
@@ -321,7 +324,33 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         kinds=kinds,
         constants=constants,
         device=device,
+        observers=observers,
     )
+
+
+def _validate_observers(
+    recipe: Recipe, plugins: Plugins, problems: list[Problem], context: dict[str, Any]
+) -> list[Chosen]:
+    chosen: list[Chosen] = []
+    for name, options in recipe.observers.items():
+        where = f"observers.{name}"
+        if name not in plugins.observers:
+            problems.append((where, plugins.observers.unknown_message(name)))
+            continue
+        cls = plugins.observers.get(name)
+        try:
+            config = cls.Config.model_validate(options or {}, context=context)
+        except ValidationError as error:
+            problems.extend(pydantic_problems(error, prefix=where.split("."), model=cls.Config))
+            continue
+        found = Chosen(cls, config, where)
+        # a missing optional package is a recipe problem, reported before any run file exists
+        missing = found.cls.check_environment()
+        if missing:
+            problems.append((f"observers.{name}", missing))
+            continue
+        chosen.append(found)
+    return chosen
 
 
 def _dedupe(problems: Iterable[Problem]) -> list[Problem]:

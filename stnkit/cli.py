@@ -81,6 +81,15 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress; print only the run file's path.")
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            "--tensorboard",
+            help="Also log to TensorBoard event files under DIR (the stnkit-tensorboard plugin; "
+            "the same as the recipe section observers: {tensorboard: {dir: DIR}}).",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Train with the recipe, tuning its hyperparameters, and record the run.
 
@@ -96,7 +105,7 @@ def run(
     console = _out()
     observers: list[Any] = []
     if resume_from is not None:
-        if recipe is not None or set_ or out is not None:
+        if recipe is not None or set_ or out is not None or tensorboard is not None:
             # A resumed run continues exactly as recorded: its recipe and file are not to be changed.
             raise UsageError("--resume continues a run as recorded; give no recipe, --set or --out with it")
         if not quiet:
@@ -109,6 +118,11 @@ def run(
         if recipe is None:
             raise UsageError("give a recipe file to run, or --resume RUN.h5 to continue a run")
         parsed = load_recipe(recipe, set_ or [])
+        if tensorboard is not None:
+            # validated with the rest of the recipe: an unknown observer (plugin not installed)
+            # is reported as observers.tensorboard before anything starts
+            options = parsed.observers.get("tensorboard") or {}
+            parsed.observers["tensorboard"] = {**options, "dir": str(tensorboard)}
         if not quiet:
             observers.append(make_progress(console, parsed.train.max_steps))
         result = run_recipe(parsed, out_dir=out, plugins=plugins(), observers=observers)
@@ -135,9 +149,27 @@ def validate(
 
 @app.command("plugins")
 def list_plugins(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]",
+            help="A component (stn-lstm, cutout, integer...) or plugin: show its options and "
+            "the hyperparameters it consumes.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List loaded plugins and the components each registers."""
+    """List loaded plugins and the components each registers, or describe one component."""
+    if name is not None:
+        from stnkit.describe import describe, render_components
+
+        components = describe(plugins(), name)
+        if as_json:
+            print(json.dumps({"components": components}, indent=2))
+        else:
+            _out().print(render_components(components))
+        return
     described = plugins().describe()
     if as_json:
         print(json.dumps({"plugins": described, "skipped": plugins().skipped}, indent=2))
@@ -235,25 +267,45 @@ def plot(
 @app.command()
 def export(
     run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5).")],
+    target: Annotated[
+        Path | None,
+        typer.Argument(metavar="[PATH]", help="Where to write (the same as -o).", show_default=False),
+    ] = None,
     fmt: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help="json: the whole record; csv: a file per table.")
-    ] = ExportFormat.json,
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="json: the whole record; csv: a file per table; or an observer plugin's format "
+            "(tensorboard: event files under a folder).",
+        ),
+    ] = ExportFormat.json.value,
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
             "-o",
-            help="json: a file (default: standard output); csv: a folder (default: the current one).",
+            help="json: a file (default: standard output); csv: a folder (default: the current one); "
+            "plugin formats: a folder.",
             metavar="PATH",
         ),
     ] = None,
 ) -> None:
-    """Export a run's record and trajectories as JSON or CSV."""
-    from stnkit.analysis.export import record_to_json, write_export
+    """Export a run's record and trajectories as JSON, CSV or a plugin's format (tensorboard)."""
+    from stnkit.analysis.export import export_with_observer, record_to_json, write_export
+    from stnkit.errors import UsageError
     from stnkit.store.reader import open_run
 
+    if target is not None and output is not None:
+        raise UsageError("give the output path once: as PATH or as -o, not both")
+    output = output if output is not None else target
     record = open_run(run_file)
-    if fmt is ExportFormat.json and output is None:
+    if fmt not in {f.value for f in ExportFormat}:
+        console = _out()
+        for path in export_with_observer(record, fmt, output, plugins()):
+            console.print(f"wrote {path}")
+        return
+    if fmt == ExportFormat.json and output is None:
         print(json.dumps(record_to_json(record), indent=1, allow_nan=False))
         return
     console = _out()

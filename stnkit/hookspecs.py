@@ -91,6 +91,16 @@ def stnkit_register_datasets(register: Register) -> None:
 
 
 @hookspec
+def stnkit_register_observers(register: Register) -> None:
+    """Register run observers a recipe can switch on in its ``observers:`` section.
+
+    :param register: call ``register(cls)`` with each subclass of :class:`stnkit.observer.Observer`;
+        ``cls.name`` is the key under ``observers:`` (and an ``stnkit export --format`` if the class
+        implements ``export``).
+    """
+
+
+@hookspec
 def stnkit_register_commands(app: typer.Typer) -> None:
     """Add subcommands to the ``stnkit`` command line.
 

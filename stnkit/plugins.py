@@ -38,6 +38,7 @@ REGISTRATION_HOOKS: dict[str, tuple[str, str]] = {
     "stnkit_register_objectives": ("objectives", "objective"),
     "stnkit_register_augmentations": ("augmentations", "augmentation"),
     "stnkit_register_datasets": ("datasets", "data set"),
+    "stnkit_register_observers": ("observers", "observer"),
 }
 
 
@@ -70,6 +71,7 @@ class Plugins:
         from stnkit.hyper.kinds import HyperKind
         from stnkit.model import StnModel
         from stnkit.objective import Objective
+        from stnkit.observer import Observer
         from stnkit.response.base import ResponseModel
 
         self.kinds: Registry[HyperKind] = Registry("hyperparameter kind", HyperKind)
@@ -78,6 +80,7 @@ class Plugins:
         self.objectives: Registry[Objective] = Registry("objective", Objective)
         self.augmentations: Registry[Augmentation] = Registry("augmentation", Augmentation)
         self.datasets: Registry[Dataset] = Registry("data set", Dataset)
+        self.observers: Registry[Observer] = Registry("observer", Observer)
 
     @property
     def hook(self) -> Any:

@@ -153,6 +153,8 @@ class Recipe(_Strict):
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig
     store: StoreConfig = StoreConfig()
+    #: observers switched on for this run: ``{name: options}`` (see :mod:`stnkit.observer`)
+    observers: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
     _base_dir: Path = PrivateAttr(default=Path("."))
     _source: str | None = PrivateAttr(default=None)

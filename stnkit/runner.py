@@ -195,6 +195,9 @@ def _execute(
     if state is not None:
         engine.restore(state)
     registered: list[object] = []
+    # the recipe's own observers (``observers:``) come first, then the caller's (progress views)
+    enabled = [chosen.cls(chosen.config, Path.cwd()) for chosen in built.resolved.observers]
+    observers = [*enabled, *observers]
     try:
         if run_store is not None:
             plugins.pm.register(run_store, name=f"store:{info.path}")

@@ -12,14 +12,25 @@ import json
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stnkit.errors import UsageError
 from stnkit.store.reader import TABLES, RunRecord
 
-__all__ = ["EXPORT_FORMAT", "ExportFormat", "export_csv", "export_json", "record_to_json", "write_export"]
+if TYPE_CHECKING:
+    from stnkit.plugins import Plugins
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "ExportFormat",
+    "export_csv",
+    "export_json",
+    "export_with_observer",
+    "record_to_json",
+    "write_export",
+]
 
 #: the ``format`` field of a JSON export
 EXPORT_FORMAT = "stnkit-export"
@@ -132,3 +143,20 @@ def write_export(record: RunRecord, fmt: ExportFormat | str, output: Path | None
         return export_csv(record, output if output is not None else Path.cwd())
     path = export_json(record, output)
     return [] if path is None else [path]
+
+
+def export_with_observer(record: RunRecord, fmt: str, output: Path | None, plugins: Plugins) -> list[Path]:
+    """Export through an observer plugin that implements :meth:`stnkit.observer.Observer.export`
+    (``--format tensorboard``); ``output`` is the folder to write under."""
+    formats = [entry.name for entry in plugins.observers.entries() if entry.cls.exports]
+    known = ", ".join([*(f.value for f in ExportFormat), *formats])
+    if fmt not in formats:
+        hint = " (is its plugin installed?)" if fmt not in plugins.observers else ""
+        raise UsageError(f"unknown export format {fmt!r}{hint}; use one of: {known}")
+    if output is None:
+        raise UsageError(f"--format {fmt} writes a folder: give it as PATH or -o DIR")
+    cls = plugins.observers.get(fmt)
+    problem = cls.check_environment()
+    if problem:
+        raise UsageError(problem)
+    return cls.export(record, output, cls.Config())

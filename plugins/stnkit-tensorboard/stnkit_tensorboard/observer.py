@@ -1,20 +1,22 @@
 """Log a run to TensorBoard event files, live (an observer) or from its run file (an export).
 
-Scalars written, each against its own step counter:
+Scalars written, all against one x axis — the weight step, TensorBoard's ``global_step`` — so
+curves line up and a resumed run can drop what its first attempt logged after the checkpoint:
 
-=============================  ============  ===============================================
-tag                            step          value
-=============================  ============  ===============================================
-``train/loss``, ``train/lr``   weight step   training loss and learning rate of the step
-``hyper/val_loss``             hyper step    validation loss of the hyper step
-``hyperparameter/<name>``      hyper step    the hyperparameter's value after the step
-``sigma/<name>``               hyper step    its perturbation scale σ after the step
-``epoch/train_loss``,          epoch         the epoch's training loss, full validation
-``epoch/val_loss``,                          pass (loss and every metric) and learning
-``epoch/val_<metric>``,                      rate
+=============================  ===============================================================
+tag                            value
+=============================  ===============================================================
+``train/loss``, ``train/lr``   training loss and learning rate of each weight step
+``hyper/val_loss``             validation loss of each hyper step
+``hyperparameter/<name>``      the hyperparameter's value after each hyper step (and at 0, its
+                               initial value)
+``sigma/<name>``               its perturbation scale σ after each hyper step
+``epoch/train_loss``,          at each epoch's last step: its training loss, full validation
+``epoch/val_loss``,            pass (loss and every metric) and learning rate
+``epoch/val_<metric>``,
 ``epoch/lr``
-``test/<metric>``              last epoch    test metrics of the best state (at run end)
-=============================  ============  ===============================================
+``test/<metric>``              at the last step: test metrics of the best state
+=============================  ===============================================================
 
 Every run writes to its own folder, ``<dir>/<run file stem>``, so ``tensorboard --logdir DIR``
 overlays runs. A live run logs every weight step; a run file keeps one training point per
@@ -89,38 +91,38 @@ class _Scalars:
 
     def hyper(
         self,
-        hyper_step: int,
+        step: int,
         val_loss: float | None,
         values: Mapping[str, float],
         scales: Mapping[str, float],
         walltime: float | None = None,
     ) -> None:
         if val_loss is not None:
-            self._add("hyper/val_loss", val_loss, hyper_step, walltime)
+            self._add("hyper/val_loss", val_loss, step, walltime)
         for name, value in values.items():
-            self._add(f"hyperparameter/{name}", value, hyper_step, walltime)
+            self._add(f"hyperparameter/{name}", value, step, walltime)
         for name, sigma in scales.items():
-            self._add(f"sigma/{name}", sigma, hyper_step, walltime)
+            self._add(f"sigma/{name}", sigma, step, walltime)
 
     def epoch(
         self,
-        epoch: int,
+        step: int,
         train_loss: float,
         val_loss: float,
         metrics: Mapping[str, float],
         lr: float,
         walltime: float | None = None,
     ) -> None:
-        self._add("epoch/train_loss", train_loss, epoch, walltime)
-        self._add("epoch/val_loss", val_loss, epoch, walltime)
+        self._add("epoch/train_loss", train_loss, step, walltime)
+        self._add("epoch/val_loss", val_loss, step, walltime)
         for metric, value in metrics.items():
             if metric != "loss":  # the same number as epoch/val_loss
-                self._add(f"epoch/val_{metric}", value, epoch, walltime)
-        self._add("epoch/lr", lr, epoch, walltime)
+                self._add(f"epoch/val_{metric}", value, step, walltime)
+        self._add("epoch/lr", lr, step, walltime)
 
-    def test(self, epoch: int, metrics: Mapping[str, float], walltime: float | None = None) -> None:
+    def test(self, step: int, metrics: Mapping[str, float], walltime: float | None = None) -> None:
         for metric, value in metrics.items():
-            self._add(f"test/{metric}", value, epoch, walltime)
+            self._add(f"test/{metric}", value, step, walltime)
 
 
 class TensorBoardObserver(Observer):
@@ -166,8 +168,8 @@ class TensorBoardObserver(Observer):
     def stnkit_run_start(self, run: RunInfo) -> None:
         stem = run.path.stem if run.path is not None else run.name
         self.folder = self._root() / stem
-        # a resumed run continues from its checkpoint: purge_step drops events the first attempt
-        # logged after that checkpoint, so the curves show each step once
+        # a resumed run continues from its checkpoint, taken after every event of its step:
+        # purge_step drops what the first attempt logged after it, so each step shows once
         purge = run.start_step + 1 if run.start_step else None
         writer = _writer(self.folder, purge_step=purge, flush_seconds=self.config.flush_seconds)
         self._scalars = _Scalars(writer)
@@ -183,20 +185,20 @@ class TensorBoardObserver(Observer):
             if self.config.weight_steps:
                 self._scalars.weight(step.step, step.loss, step.lr)
         else:
-            self._scalars.hyper(step.hyper_step, step.loss, step.values or {}, step.scales or {})
+            self._scalars.hyper(step.step, step.loss, step.values or {}, step.scales or {})
 
     @hookimpl
     def stnkit_epoch_end(self, run: RunInfo, epoch: EpochEnd) -> None:
         if self._scalars is None:
             return
-        self._scalars.epoch(epoch.epoch, epoch.train_loss, epoch.val_loss, epoch.val_metrics, epoch.lr)
+        self._scalars.epoch(epoch.step, epoch.train_loss, epoch.val_loss, epoch.val_metrics, epoch.lr)
 
     @hookimpl
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self._scalars is None:
             return
         if result.test_metrics:
-            self._scalars.test(result.epoch, result.test_metrics)
+            self._scalars.test(result.step, result.test_metrics)
         self._scalars.writer.flush()
 
     def close(self) -> None:
@@ -223,7 +225,7 @@ class TensorBoardObserver(Observer):
             hyper = record.hyper
             for row in range(len(hyper.get("step", ()))):
                 scalars.hyper(
-                    int(hyper["hyper_step"][row]),
+                    int(hyper["step"][row]),
                     float(hyper["val_loss"][row]),
                     _row(names, hyper.get("values"), row),
                     _row(names, hyper.get("scales"), row),
@@ -240,11 +242,11 @@ class TensorBoardObserver(Observer):
                     )
             epochs = record.epochs
             metrics: dict[str, np.ndarray] = epochs.get("metrics", {})
-            last_epoch = 0
+            last_step = 0
             for row in range(len(epochs.get("epoch", ()))):
-                last_epoch = int(epochs["epoch"][row])
+                last_step = int(epochs["step"][row])
                 scalars.epoch(
-                    last_epoch,
+                    last_step,
                     float(epochs["train_loss"][row]),
                     float(epochs["val_loss"][row]),
                     {metric: float(series[row]) for metric, series in metrics.items()},
@@ -252,7 +254,7 @@ class TensorBoardObserver(Observer):
                     walltime=_when(start, epochs, row),
                 )
             if record.test:
-                scalars.test(last_epoch, record.test, walltime=_when(start, epochs, -1))
+                scalars.test(max(last_step, record.steps), record.test, walltime=_when(start, epochs, -1))
         finally:
             writer.close()
         return sorted(folder.iterdir())

@@ -87,10 +87,10 @@ def test_live_run_logs_losses_metrics_lr_and_every_hyperparameter(logged_run: An
     # every weight step, numbered from 1 (2 batches of 20 over 4 epochs)
     assert steps(logged["train/loss"]) == list(range(1, 9)) == list(range(1, record.steps + 1))
     assert np.allclose(values(logged["train/lr"]), 0.01)
-    # the hyperparameter curves are the run file's, one point per hyper step, after the initial value
+    # the hyperparameter curves are the run file's, one point per hyper step after the initial
+    # value, each at the weight step it followed (every tag shares the weight-step axis)
     hyper = record.hyper
-    assert steps(logged["hyperparameter/weight_decay"]) == [0, *hyper["hyper_step"].tolist()]
-    assert len(hyper["hyper_step"]) >= 3  # tuning really happened after the warm-up epoch
+    assert steps(logged["hyperparameter/weight_decay"]) == [0, *hyper["step"].tolist()] == [0, 4, 6, 8]
     assert np.allclose(values(logged["hyperparameter/weight_decay"])[0], 0.01, rtol=1e-6)
     assert np.allclose(
         values(logged["hyperparameter/weight_decay"])[1:], record.values("weight_decay"), rtol=1e-6
@@ -99,10 +99,11 @@ def test_live_run_logs_losses_metrics_lr_and_every_hyperparameter(logged_run: An
     assert np.allclose(values(logged["hyper/val_loss"]), hyper["val_loss"], rtol=1e-6)
     # per-epoch losses and metrics are those of the run file
     epochs = record.epochs
-    assert steps(logged["epoch/val_loss"]) == [1, 2, 3, 4]
+    assert steps(logged["epoch/val_loss"]) == epochs["step"].tolist() == [2, 4, 6, 8]
     assert np.allclose(values(logged["epoch/val_loss"]), epochs["val_loss"], rtol=1e-6)
     assert np.allclose(values(logged["epoch/train_loss"]), epochs["train_loss"], rtol=1e-6)
     assert np.allclose(values(logged["epoch/val_rmse"]), epochs["metrics"]["rmse"], rtol=1e-6)
+    assert steps(logged["test/rmse"]) == [8]
     assert np.isclose(values(logged["test/rmse"])[0], record.test["rmse"], rtol=1e-6)
 
 
@@ -141,7 +142,7 @@ def test_cli_option_switches_it_on_and_it_is_off_by_default(
     assert main(["run", str(recipe), "--quiet", "--set", "train.epochs=2", "--tensorboard", "tb"]) == 0
     run_file = Path(capsys.readouterr().out.strip())
     logged = scalars(tmp_path / "tb" / run_file.stem)
-    assert steps(logged["epoch/val_loss"]) == [1, 2]
+    assert steps(logged["epoch/val_loss"]) == [2, 4]
     # the option is recorded in the run's recipe, so --resume and replays keep logging
     assert stnkit.open_run(run_file).recipe["observers"] == {"tensorboard": {"dir": "tb"}}
 
@@ -166,3 +167,41 @@ def test_a_missing_tensorboard_package_is_reported_before_the_run_starts(
     assert "observers.tensorboard: the tensorboard observer needs the tensorboard package" in err
     assert "pip install tensorboard" in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "tb").exists()
+
+
+class CrashAt:
+    """Raises KeyboardInterrupt after weight step ``step``: a stop between checkpoints."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @stnkit.hookimpl
+    def stnkit_step_end(self, run: Any, step: Any) -> None:
+        if step.phase == "weight" and step.step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_continues_its_curves_without_repeating_steps(tmp_path: Path) -> None:
+    from stnkit.runner import resume
+
+    tb = tmp_path / "tb"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reference = stnkit.run(write_recipe(tmp_path / "a"))
+    recipe = write_recipe(tmp_path / "b", observers={"tensorboard": {"dir": str(tb)}})
+    with pytest.raises(KeyboardInterrupt):
+        # the last checkpoint is epoch 3's, at step 6; the crash comes before step 8 is logged
+        stnkit.run(recipe, observers=[CrashAt(8)])
+    (path,) = (tmp_path / "b" / "runs").glob("*.h5")
+    before = scalars(tb / path.stem)
+    assert steps(before["train/loss"]) == list(range(1, 8))
+    assert resume(path).status == "completed"
+    logged = scalars(tb / path.stem)
+    # step 7 was logged twice (before the crash and after resuming): the resumed writer purges the
+    # first attempt's events after the checkpoint, so each step appears once
+    assert steps(logged["train/loss"]) == list(range(1, 9))
+    assert steps(logged["epoch/val_loss"]) == [2, 4, 6, 8]
+    assert steps(logged["hyperparameter/weight_decay"]) == [0, 4, 6, 8]
+    record = stnkit.open_run(reference.path)  # an uninterrupted run of the same recipe
+    assert np.allclose(values(logged["hyperparameter/weight_decay"])[1:], record.values("weight_decay"))
+    assert np.allclose(values(logged["epoch/val_loss"]), record.epochs["val_loss"])

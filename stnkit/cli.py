@@ -152,7 +152,7 @@ def list_plugins(
     name: Annotated[
         str | None,
         typer.Argument(
-            metavar="[NAME]",
+            metavar="NAME",
             help="A component (stn-lstm, cutout, integer...) or plugin: show its options and "
             "the hyperparameters it consumes.",
             show_default=False,
@@ -269,7 +269,7 @@ def export(
     run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5).")],
     target: Annotated[
         Path | None,
-        typer.Argument(metavar="[PATH]", help="Where to write (the same as -o).", show_default=False),
+        typer.Argument(metavar="PATH", help="Where to write (the same as -o).", show_default=False),
     ] = None,
     fmt: Annotated[
         str,

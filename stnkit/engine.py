@@ -233,6 +233,7 @@ class Engine:
         if batch.first:
             self.model.reset_state("train")
         self.response.before_weight_step(self.step + 1)
+        self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
         loss = float(self.response.weight_step(self.parts, batch))
         self.step += 1
         if not math.isfinite(loss):
@@ -243,7 +244,16 @@ class Engine:
             )
         self.hook.stnkit_step_end(
             run=self.run_info,
-            step=StepEnd("weight", self.step, self.hyper_step, self.epoch, loss, self._lr(), self._elapsed()),
+            step=StepEnd(
+                "weight",
+                self.step,
+                self.hyper_step,
+                self.epoch,
+                loss,
+                self._lr(),
+                self._elapsed(),
+                penalty=self.parts.last_penalty,
+            ),
         )
         return loss
 

@@ -42,13 +42,13 @@ class STNLSTM(StnModel):
     ``decoder: response`` makes it a best-response layer (response table rows gated per word by a
     ``(2V, H)`` map), an stnkit extension.
 
-    Where stnkit still differs from the released model on purpose: the tied decoder's bias
-    starts at zero (the released code leaves ``nn.Linear``'s default uniform init, as its unused
-    ``init_weights`` would zero it); LSTM weights are stacked ``(2, 4·hidden, in)`` so the
-    elementary and response maps are one matmul (same function, same DropConnect mask on both
-    halves); hidden state of the hyper stream is carried across hyper steps within a pass over
-    the validation set, as the released code does, but the ``eval`` stream starts afresh at
-    every full evaluation.
+    Where stnkit still differs from the released code on purpose (see the plugin README): the
+    tied decoder's bias starts at zero (released: ``nn.Linear``'s default uniform init; its
+    ``init_weights``, which would zero it, is never called); the elementary and response halves of every
+    map are stacked ``(2, out, in)`` and applied as one matmul, with one DropConnect mask for both
+    halves as released; hyper steps minimise the validation loss alone (released: plus α·AR +
+    β·TAR of the validation outputs); the model returns the AR/TAR penalty separately so the
+    task loss and the penalty are logged apart.
     """
 
     name = "stn-lstm"

@@ -10,6 +10,7 @@ median of each is reported, so machine load affects both alike.
 
     python benchmarks/overhead.py            # the paper's sizes
     python benchmarks/overhead.py --quick    # smaller sizes, a few seconds
+    python benchmarks/overhead.py --only step --decoder both   # whole steps, both stn-lstm decoders
 """
 
 from __future__ import annotations
@@ -128,12 +129,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="quarter sizes")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", choices=["layers", "step"], default=None, help="run one part")
+    parser.add_argument(
+        "--decoder",
+        choices=["plain", "response", "both"],
+        default="both",
+        help="stn-lstm decoder(s) in the whole-step part: plain tied map (the default, as released) "
+        "or the best-response decoder",
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     if args.only != "step":
         layers(args.quick, args.repeats)
     if args.only != "layers":
-        step_ratio(args.quick, args.repeats)
+        decoders = ["plain", "response"] if args.decoder == "both" else [args.decoder]
+        step_ratio(args.quick, args.repeats, decoders)
 
 
 def layers(quick: bool, repeats: int) -> None:
@@ -164,7 +173,7 @@ class PlainLM(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab))
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        table = embedding_dropout(self.embedding.weight, 0.1, self.training)
+        table = embedding_dropout(self.embedding.weight, 0.1, self.training)  # the lookup only
         x = locked_dropout(nn.functional.embedding(tokens, table), 0.4, self.training)
         raw = x
         for i, rnn in enumerate(self.rnns):
@@ -172,11 +181,12 @@ class PlainLM(nn.Module):
             x = locked_dropout(raw, 0.25, self.training) if i < len(self.rnns) - 1 else raw
         out = locked_dropout(raw, 0.4, self.training)
         penalty = 2.0 * out.pow(2).mean() + 1.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
-        return nn.functional.linear(out, table, self.bias), penalty
+        return nn.functional.linear(out, self.embedding.weight, self.bias), penalty
 
 
-def step_ratio(quick: bool, repeats: int) -> None:
-    """Whole training steps of the paper's PTB model: STN weight and hyper steps vs plain torch."""
+def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
+    """Whole training steps of the paper's PTB model: STN weight and hyper steps vs plain torch,
+    for each stn-lstm ``decoder`` option (measured interleaved in one call)."""
     from stnkit_lstm import STNLSTM
 
     torch.manual_seed(0)
@@ -197,20 +207,25 @@ def step_ratio(quick: bool, repeats: int) -> None:
     for name, value in (("activation_reg", 2.0), ("temporal_activation_reg", 1.0)):
         kinds[name] = PositiveKind(PositiveKind.Config(init=value, per_example=False))
     space = HyperSpace(kinds, default_scale=1.0)
-    model = STNLSTM(STNLSTM.Config(embedding_size=size, hidden_size=size, layers=2), info, space.size)
-    response = STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
-    parts = TrainingParts(
-        model=model,
-        space=space,
-        task=task,
-        objective=LossObjective(LossObjective.Config(), task),
-        augmentations=[],
-        weight_optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-        hyper_optimizer=torch.optim.Adam([space.h, space.s], lr=0.01),
-        clip=0.25,
-        hyper_clip=None,
-        perturbation=PerturbationConfig(init_scale=1.0),
-    )
+
+    def stn_parts(decoder: str) -> tuple[STNLSTM, STNResponse, TrainingParts]:
+        config = STNLSTM.Config(embedding_size=size, hidden_size=size, layers=2, decoder=decoder)
+        model = STNLSTM(config, info, space.size)
+        response = STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
+        parts = TrainingParts(
+            model=model,
+            space=space,
+            task=task,
+            objective=LossObjective(LossObjective.Config(), task),
+            augmentations=[],
+            weight_optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+            hyper_optimizer=torch.optim.Adam([space.h, space.s], lr=0.01),
+            clip=0.25,
+            hyper_clip=None,
+            perturbation=PerturbationConfig(init_scale=1.0),
+        )
+        return model, response, parts
+
     plain = PlainLM(vocab, size, 2)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=1.0)
     tokens = torch.randint(0, vocab, (batch, bptt + 1))
@@ -226,25 +241,34 @@ def step_ratio(quick: bool, repeats: int) -> None:
         plain_opt.step()
         return loss
 
-    def weight_step() -> torch.Tensor:
-        model.reset_state("train")
-        return response.weight_step(parts, data)
+    def steps(decoder: str) -> list[Callable[[], torch.Tensor]]:
+        model, response, parts = stn_parts(decoder)
 
-    def hyper_step() -> torch.Tensor:
-        model.reset_state("hyper")
-        return response.hyper_step(parts, data)
+        def weight_step() -> torch.Tensor:
+            model.reset_state("train")
+            return response.weight_step(parts, data)
 
-    plain_t, weight_t, hyper_t = measure([plain_step, weight_step, hyper_step], repeats)
-    cycle = (2 * weight_t + hyper_t) / (2 * plain_t)
+        def hyper_step() -> torch.Tensor:
+            model.reset_state("hyper")
+            return response.hyper_step(parts, data)
+
+        return [weight_step, hyper_step]
+
+    fns: list[Callable[[], torch.Tensor]] = [plain_step]
+    for decoder in decoders:
+        fns += steps(decoder)
+    times = measure(fns, repeats)
+    plain_t = times[0]
     print(f"\nwhole training step: PTB LSTM LM, 2 x {size} units, vocab {vocab}, batch {batch}, bptt {bptt}")
-    rows = [
-        ("plain torch step (nn.LSTM, same dropouts, AR/TAR)", plain_t, ""),
-        ("STN weight step", weight_t, f"{weight_t / plain_t:5.2f}x"),
-        ("STN hyper step", hyper_t, f"{hyper_t / plain_t:5.2f}x"),
-    ]
-    for label, seconds, ratio in rows:
-        print(f"  {label:52s} {seconds * 1e3:9.1f} ms  {ratio}")
-    print(f"  per weight step at T_train=2, T_val=1: (2 weight + 1 hyper) / 2 plain  {cycle:5.2f}x")
+    print(f"  {'plain torch step (nn.LSTM, same dropouts, AR/TAR)':60s} {plain_t * 1e3:9.1f} ms")
+    for index, decoder in enumerate(decoders):
+        weight_t, hyper_t = times[1 + 2 * index], times[2 + 2 * index]
+        cycle = (2 * weight_t + hyper_t) / (2 * plain_t)
+        for label, seconds in (("weight", weight_t), ("hyper", hyper_t)):
+            name = f"STN {label} step, decoder: {decoder}"
+            print(f"  {name:60s} {seconds * 1e3:9.1f} ms  {seconds / plain_t:5.2f}x")
+        label = "  cycle at T_train=2, T_val=1: (2 weight + 1 hyper) / 2 plain"
+        print(f"  {label:60s} {'':9s}     {cycle:5.2f}x")
 
 
 if __name__ == "__main__":

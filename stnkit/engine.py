@@ -71,6 +71,8 @@ class Engine:
         self.epoch_losses: list[float] = []
         self.since_best = 0
         self.since_decay = 0
+        self.val_losses: list[float] = []  # every finished epoch's validation loss (lr rules)
+        self.lr_stopped = False  # the lr fell below train.lr_decay.stop_below
         self.best: _Best | None = None
         self.elapsed_before = 0.0  # seconds trained before a resume
         self.start = time.perf_counter()
@@ -123,6 +125,8 @@ class Engine:
 
     def _train(self) -> RunEnd:
         cfg = self.train_cfg
+        if self.lr_stopped:  # resumed from the checkpoint of the epoch that ended the run
+            return self._finish()
         first_epoch = self.epoch if self.batch_in_epoch else self.epoch + 1
         for epoch in range(first_epoch, cfg.epochs + 1):
             if self.batch_in_epoch == 0:
@@ -152,6 +156,7 @@ class Engine:
             self.epoch_generator_state = self.data_generator.get_state()
             stop = cfg.max_steps is not None and self.step >= cfg.max_steps
             stop = stop or (cfg.patience is not None and self.since_best >= cfg.patience)
+            stop = stop or self.lr_stopped
             self.checkpoint()
             if stop:
                 break
@@ -160,7 +165,6 @@ class Engine:
         return self._finish()
 
     def _end_epoch(self, epoch: int) -> None:
-        cfg = self.train_cfg
         metrics = self.evaluate("valid")
         val_loss = metrics["loss"]
         if not math.isfinite(val_loss):
@@ -176,10 +180,7 @@ class Engine:
         else:
             self.since_best += 1
             self.since_decay += 1
-        decay = cfg.lr_decay
-        if decay is not None and self.since_decay > decay.patience:
-            self._decay_lr(decay.factor, decay.min_lr)
-            self.since_decay = 0
+        self._apply_lr_rule(val_loss)
         losses = self.epoch_losses
         self.hook.stnkit_epoch_end(
             run=self.run_info,
@@ -198,6 +199,25 @@ class Engine:
             ),
         )
 
+    def _apply_lr_rule(self, val_loss: float) -> None:
+        """``train.lr_decay`` after an epoch whose validation loss is ``val_loss``."""
+        decay = self.train_cfg.lr_decay
+        history = self.val_losses  # the earlier epochs' validation losses
+        if decay is not None:
+            if decay.rule == "plateau":
+                assert decay.patience is not None
+                if self.since_decay > decay.patience:
+                    self._decay_lr(decay.factor, decay.min_lr)
+                    self.since_decay = 0
+            else:
+                assert decay.window is not None
+                window = decay.window
+                if len(history) > window and val_loss > min(history[:-window]):
+                    self._decay_lr(decay.factor, decay.min_lr)
+            if decay.stop_below is not None and self._lr() < decay.stop_below:
+                self.lr_stopped = True
+        history.append(val_loss)
+
     def _hyper_due(self) -> bool:
         if not self.response.tunes or self.train_cfg.hyper_steps == 0 or self.step <= self.warmup:
             return False
@@ -213,6 +233,7 @@ class Engine:
         if batch.first:
             self.model.reset_state("train")
         self.response.before_weight_step(self.step + 1)
+        self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
         loss = float(self.response.weight_step(self.parts, batch))
         self.step += 1
         if not math.isfinite(loss):
@@ -223,7 +244,16 @@ class Engine:
             )
         self.hook.stnkit_step_end(
             run=self.run_info,
-            step=StepEnd("weight", self.step, self.hyper_step, self.epoch, loss, self._lr(), self._elapsed()),
+            step=StepEnd(
+                "weight",
+                self.step,
+                self.hyper_step,
+                self.epoch,
+                loss,
+                self._lr(),
+                self._elapsed(),
+                penalty=self.parts.last_penalty,
+            ),
         )
         return loss
 
@@ -299,7 +329,12 @@ class Engine:
         if self.best is not None:
             self._restore_weights(self.best.state)
             test = self.evaluate("test")
-        return self._end("completed", "", final_values=final_values, test=test)
+        message = ""
+        if self.lr_stopped:
+            decay = self.train_cfg.lr_decay
+            assert decay is not None
+            message = f"the learning rate fell below lr_decay.stop_below ({decay.stop_below:g})"
+        return self._end("completed", message, final_values=final_values, test=test)
 
     def _end(
         self,
@@ -345,6 +380,8 @@ class Engine:
             "epoch_losses": list(self.epoch_losses),
             "since_best": self.since_best,
             "since_decay": self.since_decay,
+            "val_losses": list(self.val_losses),
+            "lr_stopped": self.lr_stopped,
             "elapsed": self._elapsed(),
             "model": self.model.state_dict(),
             "model_streams": self.model.stream_state(),
@@ -378,6 +415,9 @@ class Engine:
         self.epoch_losses = [float(x) for x in state["epoch_losses"]]
         self.since_best = int(state["since_best"])
         self.since_decay = int(state["since_decay"])
+        # absent from checkpoints written before the non-monotone rule existed
+        self.val_losses = [float(x) for x in state.get("val_losses", [])]
+        self.lr_stopped = bool(state.get("lr_stopped", False))
         self.elapsed_before = float(state["elapsed"])
         self.start = time.perf_counter()
         self.model.load_state_dict(state["model"])

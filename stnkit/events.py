@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,12 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class StepEnd:
-    """One finished step. ``step`` counts weight steps, ``hyper_step`` hyper steps, both from 1."""
+    """One finished step. ``step`` counts weight steps, ``hyper_step`` hyper steps, both from 1.
+
+    ``loss`` of a weight step is the task's training loss *without* the regularizer penalty; the
+    step minimised ``loss + penalty`` (``penalty`` NaN where the response model does not report it,
+    and for hyper steps).
+    """
 
     phase: Literal["weight", "hyper"]
     step: int
@@ -46,6 +52,7 @@ class StepEnd:
     time: float
     values: dict[str, float] | None = None
     scales: dict[str, float] | None = None
+    penalty: float = math.nan
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,41 @@ class PerturbationConfig(_Strict):
 
 
 class LrDecayConfig(_Strict):
-    factor: float = Field(0.25, gt=0, lt=1, description="multiply the lr by this on a plateau")
-    patience: int = Field(0, ge=0, description="epochs without improvement before decaying")
-    min_lr: float = Field(0.0, ge=0)
+    """When the weight optimizer's learning rate is multiplied by ``factor`` (after an epoch).
+
+    ``plateau``: once the validation loss has not improved for more than ``patience`` epochs
+    (then the count restarts). ``nonmonotone`` (the released STN code's rule, from AWD-LSTM's
+    NT-ASGD trigger): when the epoch's validation loss is above the minimum over all earlier
+    epochs except the last ``window`` ones (so only once more than ``window`` epochs are done).
+    ``stop_below`` ends the run (status completed, test at the best epoch) once the lr is below it.
+    """
+
+    rule: Literal["plateau", "nonmonotone"] = "plateau"
+    factor: float = Field(0.25, gt=0, lt=1, description="multiply the lr by this when the rule fires")
+    patience: int | None = Field(
+        None, ge=0, description="plateau: epochs without improvement before decaying (default 0)"
+    )
+    window: int | None = Field(
+        None, ge=1, description="nonmonotone: the latest epochs left out of the minimum (default 5)"
+    )
+    min_lr: float = Field(0.0, ge=0, description="never decay below this")
+    stop_below: float | None = Field(None, gt=0, description="end the run once the lr is below this")
+
+    @model_validator(mode="after")
+    def _check_rule_options(self) -> LrDecayConfig:
+        own, other = ("patience", "window") if self.rule == "plateau" else ("window", "patience")
+        if getattr(self, other) is not None:
+            raise ValueError(f"{other} is not an option of rule {self.rule!r} (it takes {own})")
+        if self.patience is None and self.rule == "plateau":
+            self.patience = 0
+        if self.window is None and self.rule == "nonmonotone":
+            self.window = 5
+        if self.stop_below is not None and self.stop_below <= self.min_lr:
+            raise ValueError(
+                f"stop_below ({self.stop_below}) must be above min_lr ({self.min_lr}), "
+                "or the run could never stop by it"
+            )
+        return self
 
 
 class TrainConfig(_Strict):

@@ -125,7 +125,7 @@ def test_to_pandas_has_named_columns_holding_the_trajectories(runs: Runs) -> Non
     assert list(hyper.columns) == [
         "step", "hyper_step", "epoch", "time", "val_loss", "weight_decay", "sigma.weight_decay"
     ]  # fmt: skip
-    assert list(train.columns) == ["step", "epoch", "time", "loss", "lr"]
+    assert list(train.columns) == ["step", "epoch", "time", "loss", "penalty", "lr"]
     assert list(epochs.columns) == [
         "epoch", "step", "hyper_step", "time", "train_loss", "val_loss", "lr", "best",
         "weight_decay", "sigma.weight_decay", "metric.loss", "metric.rmse",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,6 +36,9 @@ class TrainingParts:
     clip: float | None
     hyper_clip: float | None
     perturbation: PerturbationConfig
+    #: the regularizer penalty (``ModelOutput.penalty``, 0 without one) of the latest weight step,
+    #: set by :func:`train_on`; NaN when a response model's step does not report it
+    last_penalty: float = math.nan
 
     def augment(self, inputs: Tensor, hp: HyperBatch) -> Tensor:
         for augmentation in self.augmentations:
@@ -74,12 +78,16 @@ class ResponseModel(Component):
 
 
 def train_on(parts: TrainingParts, batch: Batch, hp: HyperBatch) -> Tensor:
-    """A weight step at hyperparameters ``hp``: augment, forward, loss + penalty, clipped update."""
+    """A weight step at hyperparameters ``hp``: augment, forward, loss + penalty, clipped update.
+
+    Returns the task loss without the penalty; the penalty goes to ``parts.last_penalty``.
+    """
     parts.model.train()
     inputs = parts.augment(batch.inputs, hp)
     output = parts.model(inputs, hp, stream="train")
     loss = parts.task.loss(output.prediction, batch.targets)
     total = loss if output.penalty is None else loss + output.penalty
+    parts.last_penalty = 0.0 if output.penalty is None else float(output.penalty.detach())
     parts.weight_optimizer.zero_grad(set_to_none=True)
     total.backward()
     if parts.clip is not None:

@@ -114,6 +114,7 @@ class HDF5Store:
         self._last_flush = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._penalty_sum = 0.0
         self._closed = False
 
     # -- lifecycle hooks ------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class HDF5Store:
             return
         if step.phase == "weight":
             self._loss_sum += step.loss
+            self._penalty_sum += step.penalty
             self._loss_count += 1
             if step.step % self.log_every == 0:
                 self.train.add(
@@ -147,9 +149,10 @@ class HDF5Store:
                     epoch=step.epoch,
                     time=step.time,
                     loss=self._loss_sum / self._loss_count,
+                    penalty=self._penalty_sum / self._loss_count,
                     lr=step.lr,
                 )
-                self._loss_sum, self._loss_count = 0.0, 0
+                self._loss_sum, self._penalty_sum, self._loss_count = 0.0, 0.0, 0
         else:
             self.hyper.add(
                 step=step.step,
@@ -187,7 +190,11 @@ class HDF5Store:
         if self.file is None or not self.recipe.store.checkpoints:
             return
         self.flush()  # rows up to this step are on disk before the checkpoint that covers them
-        store_state = {"loss_sum": self._loss_sum, "loss_count": self._loss_count}
+        store_state = {
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+            "penalty_sum": self._penalty_sum,
+        }
         write_checkpoint(self.file, serialize({**state, "store": store_state}), step)
 
     @hookimpl(tryfirst=True)
@@ -272,7 +279,14 @@ class HDF5Store:
         )
         self.train = _Table(
             file.create_group("train"),
-            {"step": (i64, 0), "epoch": (i64, 0), "time": (f64, 0), "loss": (f64, 0), "lr": (f64, 0)},
+            {
+                "step": (i64, 0),
+                "epoch": (i64, 0),
+                "time": (f64, 0),
+                "loss": (f64, 0),
+                "penalty": (f64, 0),
+                "lr": (f64, 0),
+            },
             rows["train"],
         )
         epochs = file.create_group("epochs")
@@ -377,6 +391,7 @@ class HDF5Store:
         store_state = state.pop("store", {})
         self._loss_sum = float(store_state.get("loss_sum", 0.0))
         self._loss_count = int(store_state.get("loss_count", 0))
+        self._penalty_sum = float(store_state.get("penalty_sum", math.nan))
         return state
 
     def _reopen(self, run: RunInfo) -> None:
@@ -401,6 +416,7 @@ class HDF5Store:
                         "store": {
                             "loss_sum": self._loss_sum,
                             "loss_count": self._loss_count,
+                            "penalty_sum": self._penalty_sum,
                         },
                     }
                 ),
@@ -433,6 +449,9 @@ class HDF5Store:
             (old["train"], self.train, "step", step),
         ):
             columns = read_table(group)
+            for name in table.datasets:  # a column this file predates (train/penalty): unknown
+                if name not in columns:
+                    columns[name] = np.full(len(columns[key]), math.nan)
             table.extend(_whole_rows(columns, table, columns[key] <= limit))
         epochs = read_table(old["epochs"])
         metrics = read_table(old["epochs/metrics"])

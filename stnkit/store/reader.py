@@ -31,7 +31,7 @@ TABLES = ("hyper", "train", "epochs")
 #: leading columns of each table in :meth:`RunRecord.table` (the file stores them alphabetically)
 _ORDER = {
     "hyper": ("step", "hyper_step", "epoch", "time", "val_loss"),
-    "train": ("step", "epoch", "time", "loss", "lr"),
+    "train": ("step", "epoch", "time", "loss", "penalty", "lr"),
     "epochs": ("epoch", "step", "hyper_step", "time", "train_loss", "val_loss", "lr", "best"),
 }
 
@@ -64,9 +64,11 @@ class RunRecord:
 
     ``hyper``: per hyper step — ``step``, ``hyper_step``, ``epoch``, ``time``, ``val_loss`` ``(N,)``,
     ``values`` and ``scales`` ``(N, H)``. ``train``: per logging step — ``step``, ``epoch``,
-    ``time``, ``loss``, ``lr``. ``epochs``: per epoch — ``epoch``, ``step``, ``time``,
-    ``train_loss``, ``val_loss``, ``lr``, ``values``, ``scales``, ``best`` and ``metrics`` (a dict
-    of ``(N,)`` arrays). Columns of ``values`` follow :attr:`hyperparameters`.
+    ``time``, ``loss`` (the task loss, without the regularizer penalty), ``penalty`` (the mean
+    penalty the weight steps added; absent in files before it existed), ``lr``. ``epochs``: per
+    epoch — ``epoch``, ``step``, ``time``, ``train_loss``, ``val_loss``, ``lr``, ``values``,
+    ``scales``, ``best`` and ``metrics`` (a dict of ``(N,)`` arrays).
+    Columns of ``values`` follow :attr:`hyperparameters`.
     """
 
     path: Path

@@ -157,13 +157,22 @@ class PTBData(Dataset):
         batch_size: int = Field(20, ge=1, description="training streams")
         bptt: int = Field(35, ge=2, description="tokens per training window")
         variable_bptt: bool = Field(False, description="AWD-style random window lengths in training")
-        eval_batch_size: int = Field(10, ge=1, description="streams for validation and test passes")
+        eval_batch_size: int = Field(10, ge=1, description="streams for validation passes")
+        test_batch_size: int | None = Field(
+            None,
+            ge=1,
+            description="streams for the final test pass (default eval_batch_size); the released "
+            "STN code reports test perplexity with 1, one stream over the whole test set",
+        )
         hyper_batch_size: int | None = Field(
             None, ge=1, description="streams for hyper steps (default batch_size)"
         )
         train_tokens: int | None = Field(None, ge=100, description="use only the first N training tokens")
         valid_tokens: int | None = Field(
             None, ge=100, description="use only the first N validation tokens (quick runs and tests)"
+        )
+        test_tokens: int | None = Field(
+            None, ge=100, description="use only the first N test tokens (quick runs and tests)"
         )
         check_md5: bool = Field(True, description="warn when files differ from the published release")
 
@@ -182,7 +191,13 @@ class PTBData(Dataset):
         if config.valid_tokens is not None:
             valid = valid[: config.valid_tokens]
         self.valid = batchify(valid, config.eval_batch_size)
-        self.test = batchify(self.corpus.test, config.eval_batch_size)
+        test = self.corpus.test
+        if config.test_tokens is not None:
+            test = test[: config.test_tokens]
+        self.test = batchify(test, config.test_batch_size or config.eval_batch_size)
+        for split, data in (("validation", self.valid), ("test", self.test)):
+            if data.shape[1] < 2:  # no window at all: the pass would silently report nothing
+                raise DataError(f"{config.root}: too few {split} tokens for its batch size")
         self.hyper = batchify(valid, config.hyper_batch_size or config.batch_size)
         steps = math.ceil((self.train.shape[1] - 1) / config.bptt)
         self._info = DataInfo(
@@ -191,7 +206,7 @@ class PTBData(Dataset):
             steps_per_epoch=steps,
             n_train=int(train.numel()),
             n_valid=int(valid.numel()),
-            n_test=int(self.corpus.test.numel()),
+            n_test=int(test.numel()),
             output_size=self.corpus.vocab_size,
             extras={"vocab_size": self.corpus.vocab_size},
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -30,11 +30,25 @@ def _rate(description: str, per_batch: bool = False) -> HyperparameterUse:
 
 
 class STNLSTM(StnModel):
-    """Embedding → LSTM layers → decoder, every map a best-response layer.
+    """Embedding → LSTM layers → decoder; the embedding and the LSTM maps are best-response layers.
 
     Inputs ``(B, T)`` token ids, prediction ``(B, T, V)`` logits. The hidden state of each stream
     (``train``, ``hyper``, ``eval``) is carried, detached, from one window to the next, so training
     and hyper steps read the corpus as continuous text; ``reset_state`` starts a stream afresh.
+
+    As in the released code (``lstm/hyperlstm.py``), embedding dropout masks only the *lookup*: the
+    tied decoder always decodes with the undropped table, and by default (``decoder: plain``) it
+    is a plain tied linear map — the elementary table and one bias ``(V,)``, no response branch.
+    ``decoder: response`` makes it a best-response layer (response table rows gated per word by a
+    ``(2V, H)`` map), an stnkit extension.
+
+    Where stnkit still differs from the released code on purpose (see the plugin README): the
+    tied decoder's bias starts at zero (released: ``nn.Linear``'s default uniform init; its
+    ``init_weights``, which would zero it, is never called); the elementary and response halves of every
+    map are stacked ``(2, out, in)`` and applied as one matmul, with one DropConnect mask for both
+    halves as released; hyper steps minimise the validation loss alone (released: plus α·AR +
+    β·TAR of the validation outputs); the model returns the AR/TAR penalty separately so the
+    task loss and the penalty are logged apart.
     """
 
     name = "stn-lstm"
@@ -45,6 +59,11 @@ class STNLSTM(StnModel):
         layers: int = Field(2, ge=1)
         tie_weights: bool = Field(True, description="share the embedding with the decoder")
         init_range: float = Field(0.1, gt=0, description="embedding/decoder init U(-r, r)")
+        decoder: Literal["plain", "response"] = Field(
+            "plain",
+            description="plain: a plain (tied) linear map, as released; response: a best-response "
+            "decoder whose logits and bias are gated per word by the hyperparameters",
+        )
 
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {
         "dropout_output": _rate("locked dropout on the last LSTM layer's output"),
@@ -71,11 +90,12 @@ class STNLSTM(StnModel):
         inputs = [config.embedding_size, *sizes[:-1]]
         self.embedding = BREmbedding(vocab, config.embedding_size, n_hyper)
         self.rnns = nn.ModuleList(BRLSTMLayer(i, h, n_hyper) for i, h in zip(inputs, sizes, strict=True))
+        decoder_hyper = n_hyper if config.decoder == "response" else 0
         self.decoder: BRTiedDecoder | BRLinear
         if config.tie_weights:
-            self.decoder = BRTiedDecoder(vocab, n_hyper)
+            self.decoder = BRTiedDecoder(vocab, decoder_hyper)
         else:
-            self.decoder = BRLinear(sizes[-1], vocab, n_hyper)
+            self.decoder = BRLinear(sizes[-1], vocab, decoder_hyper)
         with torch.no_grad():
             self.embedding.weight.uniform_(-config.init_range, config.init_range)
             if isinstance(self.decoder, BRLinear):
@@ -102,6 +122,7 @@ class STNLSTM(StnModel):
     def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
         training = self.training
         hnet = hp.hnet
+        # embedding dropout masks the lookup only; the tied decoder below reads the undropped table
         table = embedding_dropout(self.embedding.weight, hp.scalar("dropout_embedding"), training)
         x = self.embedding(inputs, hnet, weight=table)
         x = locked_dropout(x, hp["dropout_input"], training)
@@ -116,10 +137,11 @@ class STNLSTM(StnModel):
         self._states[stream] = new_state
         raw = x
         out = locked_dropout(raw, hp["dropout_output"], training)
+        decoder_hnet = hnet if self.decoder.has_response else None
         if isinstance(self.decoder, BRTiedDecoder):
-            logits = self.decoder(out, hnet, table)
+            logits = self.decoder(out, decoder_hnet, self.embedding.weight)
         else:
-            logits = self.decoder(out, hnet)
+            logits = self.decoder(out, decoder_hnet)
         penalty = None
         if training:
             alpha, beta = hp["activation_reg"], hp["temporal_activation_reg"]

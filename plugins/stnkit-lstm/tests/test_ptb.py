@@ -204,3 +204,7 @@ def test_missing_data_path_is_a_recipe_error(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as info:
         stnkit.validate(copy)
     assert "file not found" in dict(info.value.problems)["data.root"]
+
+
+class TestResponseDecoderConformance(TestSTNLSTMConformance):
+    config = {"embedding_size": 8, "hidden_size": 12, "layers": 2, "tie_weights": True, "decoder": "response"}

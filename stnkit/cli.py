@@ -29,14 +29,37 @@ app = typer.Typer(
 
 _plugins: Plugins | None = None
 _commands_added = False
+_reported_broken = False
+
+
+def _loaded() -> Plugins:
+    global _plugins
+    if _plugins is None:
+        # tolerant: one broken plugin must not take down --help, plugins, ls or show
+        _plugins = load_plugins(tolerant=True)
+    return _plugins
 
 
 def plugins() -> Plugins:
-    """The process's plugin manager (loaded once by :func:`main`)."""
-    global _plugins
-    if _plugins is None:
-        _plugins = load_plugins()
-    return _plugins
+    """The process's plugin manager, for commands that build components: a broken plugin is
+    the clear error such a command stops with (it may be the plugin the recipe needs)."""
+    loaded = _loaded()
+    loaded.require_healthy()
+    return loaded
+
+
+def reading_plugins() -> Plugins:
+    """The process's plugin manager for commands that only read (``plugins``, ``ls``, ``show``,
+    ``compare``, ``plot``, ``export``, ``--help``): broken plugins are reported once on standard
+    error and left out."""
+    global _reported_broken
+    loaded = _loaded()
+    if loaded.broken and not _reported_broken:
+        _reported_broken = True
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for broken in loaded.broken:
+            console.print(Text(f"warning: {broken.message}; it is left out", style="yellow"))
+    return loaded
 
 
 def _out() -> Console:
@@ -137,10 +160,12 @@ def validate(
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List loaded plugins and the components each registers."""
-    described = plugins().describe()
+    """List loaded plugins and the components each registers, and the plugins that are broken."""
+    loaded = reading_plugins()
+    described = loaded.describe()
+    broken = [{"name": b.name, "distribution": b.distribution, "message": b.message} for b in loaded.broken]
     if as_json:
-        print(json.dumps({"plugins": described, "skipped": plugins().skipped}, indent=2))
+        print(json.dumps({"plugins": described, "skipped": loaded.skipped, "broken": broken}, indent=2))
         return
     table = Table(header_style="bold")
     for column in ("plugin", "distribution", "registers", "hooks"):
@@ -152,10 +177,14 @@ def list_plugins(
             h.removeprefix("stnkit_") for h in entry["hooks"] if not h.startswith("stnkit_register_")
         ]
         table.add_row(entry["name"], dist, registers or "–", ", ".join(lifecycle) or "–")
+    for bad in loaded.broken:
+        table.add_row(
+            Text(bad.name, style="red"), bad.distribution or "–", Text("broken (see above)", style="red"), "–"
+        )
     console = _out()
     console.print(table)
-    if plugins().skipped:
-        console.print(Text(f"disabled: {', '.join(plugins().skipped)}", style="dim"))
+    if loaded.skipped:
+        console.print(Text(f"disabled: {', '.join(loaded.skipped)}", style="dim"))
 
 
 @app.command()
@@ -164,14 +193,16 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Summarise a run: status, metrics and the hyperparameters it found."""
+    from stnkit.analysis.kinds import Presentation
     from stnkit.analysis.show import render_run
     from stnkit.store.reader import open_run
 
     record = open_run(run_file)
+    present = Presentation.of(record, reading_plugins())
     if as_json:
-        print(json.dumps(record.summary(), indent=2))
+        print(json.dumps(present.summary(record.summary()), indent=2))
         return
-    _out().print(render_run(record))
+    _out().print(render_run(record, present))
 
 
 RunsArgument = Annotated[list[Path], typer.Argument(metavar="RUN", help="Run files (.h5).")]
@@ -228,7 +259,7 @@ def plot(
     from stnkit.store.reader import open_run
 
     records = [open_run(path) for path in run_files]
-    written = plot_runs(records, output, plugins=plugins(), title=title)
+    written = plot_runs(records, output, plugins=reading_plugins(), title=title)
     _out().print(f"wrote {written}")
 
 
@@ -250,14 +281,16 @@ def export(
 ) -> None:
     """Export a run's record and trajectories as JSON or CSV."""
     from stnkit.analysis.export import record_to_json, write_export
+    from stnkit.analysis.kinds import Presentation
     from stnkit.store.reader import open_run
 
     record = open_run(run_file)
+    present = Presentation.of(record, reading_plugins())
     if fmt is ExportFormat.json and output is None:
-        print(json.dumps(record_to_json(record), indent=1, allow_nan=False))
+        print(json.dumps(record_to_json(record, present), indent=1, allow_nan=False))
         return
     console = _out()
-    for path in write_export(record, fmt, output):
+    for path in write_export(record, fmt, output, present):
         console.print(f"wrote {path}")
 
 
@@ -306,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     global _commands_added
     try:
         if not _commands_added:
-            plugins().hook.stnkit_register_commands(app=app)
+            reading_plugins().hook.stnkit_register_commands(app=app)
             _commands_added = True
         # standalone mode: typer prints usage errors itself and always ends with SystemExit
         app(args=args, prog_name="stnkit")

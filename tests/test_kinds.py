@@ -21,12 +21,17 @@ class TestUnitKind(HyperKindConformance):
 
 class TestIntervalKind(HyperKindConformance):
     kind_cls = IntervalKind
-    configs = [{"low": -1.0, "high": 3.0, "init": 0.0}, {"low": 0.0, "high": 0.5, "init": 0.1}]
+    configs = [
+        {"low": -1.0, "high": 3.0, "init": 0.0},
+        {"low": 0.0, "high": 0.5, "init": 0.1},
+        {"low": 0.0, "high": 0.3, "init": 0.1},  # 0.3 has no float32 form: it rounded up
+        {"low": 0.1, "high": 0.7, "init": 0.5},  # 0.1 rounds up, 0.7 down
+    ]
 
 
 class TestPositiveKind(HyperKindConformance):
     kind_cls = PositiveKind
-    configs = [{"init": 1e-4}, {"init": 2.0}, {"lower": 1.0, "init": 1.5}]
+    configs = [{"init": 1e-4}, {"init": 2.0}, {"lower": 1.0, "init": 1.5}, {"lower": 1e-5, "init": 1e-3}]
 
 
 class TestIntegerKind(HyperKindConformance):

@@ -237,9 +237,11 @@ def compare(
 ) -> None:
     """Compare runs side by side: final metrics and each hyperparameter's final value."""
     from stnkit.analysis.compare import compare_runs, render_comparison
+    from stnkit.analysis.kinds import Presentation
     from stnkit.store.reader import open_run
 
-    comparison = compare_runs([open_run(path) for path in run_files])
+    records = [open_run(path) for path in run_files]
+    comparison = compare_runs(records, [Presentation.of(r, reading_plugins()) for r in records])
     if as_json:
         print(json.dumps(comparison.to_json(), indent=2))
         return

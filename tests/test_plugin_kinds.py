@@ -401,3 +401,17 @@ def test_a_kind_can_ask_for_a_log_axis(tmp_path: Path) -> None:
     plain = Figure().subplots()
     _panel_hyper(plain, "weight_decay", [record], [{}])  # kind not rebuilt: no request, linear axis
     assert plain.get_yscale() == "linear"
+
+
+def test_compare_shows_used_final_values(
+    integer_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from stnkit.cli import main
+
+    path, _ = integer_run
+    final = float(stnkit.open_run(path).final["weight_decay"])
+    assert main(["compare", str(path), str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["final"]["weight_decay"]
+    assert shown == [math.floor(final)] * 2 and final != math.floor(final)

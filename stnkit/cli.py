@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.text import Text
 
 from stnkit.analysis.export import ExportFormat
 from stnkit.errors import StnkitError
-from stnkit.plugins import Plugins, load_plugins
+from stnkit.plugins import Plugins, PluginWarning, load_plugins
 
 __all__ = ["app", "main"]
 
@@ -36,7 +37,17 @@ def _loaded() -> Plugins:
     global _plugins
     if _plugins is None:
         # tolerant: one broken plugin must not take down --help, plugins, ls or show
-        _plugins = load_plugins(tolerant=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PluginWarning)
+            _plugins = load_plugins(tolerant=True)
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for warning in caught:
+            if issubclass(warning.category, PluginWarning):
+                console.print(Text(f"warning: {warning.message}", style="yellow"))
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno, warning.file
+                )
     return _plugins
 
 

@@ -140,6 +140,17 @@ def test_range_check_uses_the_discretized_values(plugins: Plugins, tmp_path: Pat
         resolve(load_recipe(below, []), plugins)
 
 
+def test_a_kind_that_discretizes_is_discrete() -> None:
+    class Rounded(HyperKind):  # an author who implemented discretize and set nothing else
+        name = "rounded-test"
+
+        def discretize(self, value: Tensor) -> Tensor:
+            return torch.round(value)
+
+    assert Rounded.discrete and not Rounded.integer
+    assert not HyperKind.discrete and IntegerKind.discrete
+
+
 def test_used_range_defaults_to_the_discretized_bounds() -> None:
     kind = ChoiceKind(ChoiceKind.Config(options=[0, 4, 8, 14], init=4))
     assert kind.discrete and kind.used_range() == (0.0, 14.0)

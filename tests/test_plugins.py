@@ -131,6 +131,22 @@ def test_functions_without_hookimpl_are_warned_about(site: Path) -> None:
     assert "unmarked-unit" not in plugins.kinds
 
 
+def test_cli_prints_the_unmarked_warning_as_one_line(
+    site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnkit.cli as cli
+
+    source = "def stnkit_register_models(register):\n    pass\n"
+    fake_distribution(site, "stnkit-unmarked2", "stnkit_unmarked2_fake", source, entry="unmarked2")
+    monkeypatch.setattr(cli, "_plugins", None)
+    monkeypatch.setattr(cli, "_commands_added", False)
+    monkeypatch.setenv("STNKIT_PLUGINS", "unmarked2")
+    assert main(["plugins"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: plugin 'unmarked2'" in err and "stnkit_register_models()" in err
+    assert "Traceback" not in err and "warnings.warn" not in err
+
+
 def test_marked_hooks_raise_no_warning(site: Path) -> None:
     fake_distribution(site, "stnkit-logkind", "stnkit_logkind_fake3", GOOD_PLUGIN, entry="logkind")
     with warnings.catch_warnings():

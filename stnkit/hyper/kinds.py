@@ -12,6 +12,7 @@ a discrete kind also sets ``integer`` (its values are whole numbers) or ``discre
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -54,6 +55,7 @@ def clamp_to(value: Tensor, low: float, high: float) -> Tensor:
     return value.clamp(min=lo, max=hi)
 
 
+@functools.lru_cache(maxsize=256)
 def _inward(bound: float, dtype: torch.dtype, up: bool) -> float | None:
     """``bound`` rounded to ``dtype``, one step inward if rounding put it outside; ``None`` if infinite."""
     if math.isinf(bound):
@@ -100,8 +102,8 @@ class HyperKind:
     Config: ClassVar[type[HyperConfig]] = HyperConfig
     #: the values a component receives are whole numbers (``discretize`` floors)
     integer: ClassVar[bool] = False
-    #: the values a component receives are a finite set (``discretize`` maps onto it); integer
-    #: kinds are discrete whether they say so or not
+    #: the values a component receives are a discrete set (``discretize`` maps onto it); a kind
+    #: that is ``integer`` or overrides ``discretize`` is discrete unless it says otherwise
     discrete: ClassVar[bool] = False
     #: plots draw this kind's values on a logarithmic axis (for values spanning decades)
     log_scale: ClassVar[bool] = False
@@ -109,7 +111,10 @@ class HyperKind:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.integer and "discrete" not in cls.__dict__:
+        # a kind whose discretize changes values is discrete, whether or not its author said so:
+        # components must receive what discretize returns
+        overrides = cls.discretize is not HyperKind.discretize
+        if "discrete" not in cls.__dict__ and (cls.integer or overrides):
             cls.discrete = True
 
     def __init__(self, config: HyperConfig) -> None:

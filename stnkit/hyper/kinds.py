@@ -91,8 +91,9 @@ class HyperKind:
       stays within ``[low, high]`` exactly in the input's dtype (use :func:`clamp_to`);
     - ``low`` / ``high``: the closed bounds of the constrained value (infinite when unbounded).
 
-    A discrete kind (``integer = True`` for whole numbers, or ``discrete = True`` for any finite set
-    of values) also implements ``discretize``; its ``Config.init`` is a value ``discretize`` returns.
+    A discrete kind implements ``discretize`` (which makes it ``discrete``) and sets ``integer =
+    True`` if its values are whole numbers; its ``Config.init`` is a value ``discretize`` returns.
+    Components receive the discretized values; only the hypernetwork sees the continuous one.
 
     Optional, with defaults that work for any kind: :meth:`hypernet_value`, :meth:`used_range`,
     :meth:`used_value`, :meth:`initial_unconstrained`, ``log_scale``.
@@ -162,6 +163,10 @@ class HyperKind:
         their position within a bounded range (``sigmoid(u)``) or the excess over a lower bound
         (``softplus(u)``), which is what their recorded results used. A response that centres the
         input itself (Δ-STN) subtracts the current ``h``'s value, so any offset cancels.
+
+        Who calls it: ``HyperSpace.hypernet_input``; the ``stn`` response's default
+        ``hypernet_input: auto`` uses it for kinds with a finite ``high`` and feeds unbounded ones
+        ``u`` itself, ``normalized`` uses it for every kind.
         """
         return u - self._u_initial()
 

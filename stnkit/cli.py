@@ -346,13 +346,31 @@ def _print_error(error: StnkitError) -> None:
         console.print(Text(line, style="red"))
 
 
+def _add_plugin_commands(loaded: Plugins) -> None:
+    """Each plugin's ``stnkit_register_commands`` on its own: one that crashes is reported and
+    left out, so the other commands (and ``--help``) still work."""
+    for impl in loaded.pm.hook.stnkit_register_commands.get_hookimpls():
+        try:
+            impl.function(**{arg: app for arg in impl.argnames})
+        except Exception as error:
+            record = loaded.loaded.get(impl.plugin_name)
+            dist = f" (from distribution {record.distribution!r})" if record and record.distribution else ""
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                Text(
+                    f"warning: plugin {impl.plugin_name!r}{dist} failed to add its commands: "
+                    f"{type(error).__name__}: {error}; they are left out",
+                    style="yellow",
+                )
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one clear message and return their exit code."""
     args = sys.argv[1:] if argv is None else argv
     global _commands_added
     try:
         if not _commands_added:
-            reading_plugins().hook.stnkit_register_commands(app=app)
+            _add_plugin_commands(reading_plugins())
             _commands_added = True
         # standalone mode: typer prints usage errors itself and always ends with SystemExit
         app(args=args, prog_name="stnkit")

@@ -339,3 +339,26 @@ def test_plugin_commands_join_the_cli(
     monkeypatch.setenv("STNKIT_PLUGINS", "hello")
     assert main(["hello-fake", "--name", "stn"]) == 0
     assert capsys.readouterr().out.strip() == "hello stn"
+
+
+def test_a_crashing_command_plugin_does_not_block_help(
+    site: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnkit.cli as cli
+
+    source = textwrap.dedent(
+        """
+        from stnkit import hookimpl
+        @hookimpl
+        def stnkit_register_commands(app):
+            raise RuntimeError("no commands today")
+        """
+    )
+    fake_distribution(site, "stnkit-nocmd", "stnkit_nocmd_fake", source, entry="nocmd")
+    monkeypatch.setattr(cli, "_plugins", None)
+    monkeypatch.setattr(cli, "_commands_added", False)
+    monkeypatch.setenv("STNKIT_PLUGINS", "nocmd")
+    assert main(["--help"]) == 0
+    captured = capsys.readouterr()
+    assert "plugin 'nocmd' (from distribution 'stnkit-nocmd') failed to add its commands" in captured.err
+    assert "no commands today" in captured.err and "Commands" in captured.out

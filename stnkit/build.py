@@ -227,6 +227,17 @@ def _check_consumers(
                     )
                 )
                 continue
+            if use.continuous and kind.discrete:
+                low, high = kind.used_range()
+                problems.append(
+                    (
+                        f"hyperparameters.{name}.kind",
+                        f"{label} needs a continuous value for {name!r}, but kind {kind.name!r} is "
+                        f"discrete (its values lie in [{low:g}, {high:g}]): declare a continuous kind "
+                        "such as 'unit' or 'interval'",
+                    )
+                )
+                continue
             if use.per_batch and kind.config.per_example:
                 problems.append(
                     (
@@ -234,6 +245,8 @@ def _check_consumers(
                         f"{label} uses one {name!r} per batch: declare it with per_example: false",
                     )
                 )
+            # what the consumer receives: the kind's values after ``discretize`` (HyperSpace.batch
+            # and hp.discrete both apply it), never a discrete kind's continuous relaxation
             low, high = kind.used_range()
             if low < use.low or high > use.high:
                 problems.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.text import Text
 
 from stnkit.analysis.export import ExportFormat
 from stnkit.errors import StnkitError
-from stnkit.plugins import Plugins, load_plugins
+from stnkit.plugins import Plugins, PluginWarning, load_plugins
 
 __all__ = ["app", "main"]
 
@@ -29,14 +30,47 @@ app = typer.Typer(
 
 _plugins: Plugins | None = None
 _commands_added = False
+_reported_broken = False
+
+
+def _loaded() -> Plugins:
+    global _plugins
+    if _plugins is None:
+        # tolerant: one broken plugin must not take down --help, plugins, ls or show
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PluginWarning)
+            _plugins = load_plugins(tolerant=True)
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for warning in caught:
+            if issubclass(warning.category, PluginWarning):
+                console.print(Text(f"warning: {warning.message}", style="yellow"))
+            else:
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno, warning.file
+                )
+    return _plugins
 
 
 def plugins() -> Plugins:
-    """The process's plugin manager (loaded once by :func:`main`)."""
-    global _plugins
-    if _plugins is None:
-        _plugins = load_plugins()
-    return _plugins
+    """The process's plugin manager, for commands that build components: a broken plugin is
+    the clear error such a command stops with (it may be the plugin the recipe needs)."""
+    loaded = _loaded()
+    loaded.require_healthy()
+    return loaded
+
+
+def reading_plugins() -> Plugins:
+    """The process's plugin manager for commands that only read (``plugins``, ``ls``, ``show``,
+    ``compare``, ``plot``, ``export``, ``--help``): broken plugins are reported once on standard
+    error and left out."""
+    global _reported_broken
+    loaded = _loaded()
+    if loaded.broken and not _reported_broken:
+        _reported_broken = True
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for broken in loaded.broken:
+            console.print(Text(f"warning: {broken.message}; it is left out", style="yellow"))
+    return loaded
 
 
 def _out() -> Console:
@@ -160,7 +194,7 @@ def list_plugins(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List loaded plugins and the components each registers, or describe one component."""
+    """List loaded plugins, what each registers and which are broken; or describe one component."""
     if name is not None:
         from stnkit.describe import describe, render_components
 
@@ -170,9 +204,11 @@ def list_plugins(
         else:
             _out().print(render_components(components))
         return
-    described = plugins().describe()
+    loaded = reading_plugins()
+    described = loaded.describe()
+    broken = [{"name": b.name, "distribution": b.distribution, "message": b.message} for b in loaded.broken]
     if as_json:
-        print(json.dumps({"plugins": described, "skipped": plugins().skipped}, indent=2))
+        print(json.dumps({"plugins": described, "skipped": loaded.skipped, "broken": broken}, indent=2))
         return
     table = Table(header_style="bold")
     for column in ("plugin", "distribution", "registers", "hooks"):
@@ -184,10 +220,14 @@ def list_plugins(
             h.removeprefix("stnkit_") for h in entry["hooks"] if not h.startswith("stnkit_register_")
         ]
         table.add_row(entry["name"], dist, registers or "–", ", ".join(lifecycle) or "–")
+    for bad in loaded.broken:
+        table.add_row(
+            Text(bad.name, style="red"), bad.distribution or "–", Text("broken (see above)", style="red"), "–"
+        )
     console = _out()
     console.print(table)
-    if plugins().skipped:
-        console.print(Text(f"disabled: {', '.join(plugins().skipped)}", style="dim"))
+    if loaded.skipped:
+        console.print(Text(f"disabled: {', '.join(loaded.skipped)}", style="dim"))
 
 
 @app.command()
@@ -196,14 +236,16 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Summarise a run: status, metrics and the hyperparameters it found."""
+    from stnkit.analysis.kinds import Presentation
     from stnkit.analysis.show import render_run
     from stnkit.store.reader import open_run
 
     record = open_run(run_file)
+    present = Presentation.of(record, reading_plugins())
     if as_json:
-        print(json.dumps(record.summary(), indent=2))
+        print(json.dumps(present.summary(record.summary()), indent=2))
         return
-    _out().print(render_run(record))
+    _out().print(render_run(record, present))
 
 
 RunsArgument = Annotated[list[Path], typer.Argument(metavar="RUN", help="Run files (.h5).")]
@@ -238,9 +280,11 @@ def compare(
 ) -> None:
     """Compare runs side by side: final metrics and each hyperparameter's final value."""
     from stnkit.analysis.compare import compare_runs, render_comparison
+    from stnkit.analysis.kinds import Presentation
     from stnkit.store.reader import open_run
 
-    comparison = compare_runs([open_run(path) for path in run_files])
+    records = [open_run(path) for path in run_files]
+    comparison = compare_runs(records, [Presentation.of(r, reading_plugins()) for r in records])
     if as_json:
         print(json.dumps(comparison.to_json(), indent=2))
         return
@@ -260,7 +304,7 @@ def plot(
     from stnkit.store.reader import open_run
 
     records = [open_run(path) for path in run_files]
-    written = plot_runs(records, output, plugins=plugins(), title=title)
+    written = plot_runs(records, output, plugins=reading_plugins(), title=title)
     _out().print(f"wrote {written}")
 
 
@@ -293,6 +337,7 @@ def export(
 ) -> None:
     """Export a run's record and trajectories as JSON, CSV or a plugin's format (tensorboard)."""
     from stnkit.analysis.export import export_with_observer, record_to_json, write_export
+    from stnkit.analysis.kinds import Presentation
     from stnkit.errors import UsageError
     from stnkit.store.reader import open_run
 
@@ -305,11 +350,12 @@ def export(
         for path in export_with_observer(record, fmt, output, plugins()):
             console.print(f"wrote {path}")
         return
+    present = Presentation.of(record, reading_plugins())
     if fmt == ExportFormat.json and output is None:
-        print(json.dumps(record_to_json(record), indent=1, allow_nan=False))
+        print(json.dumps(record_to_json(record, present), indent=1, allow_nan=False))
         return
     console = _out()
-    for path in write_export(record, fmt, output):
+    for path in write_export(record, fmt, output, present):
         console.print(f"wrote {path}")
 
 
@@ -352,13 +398,31 @@ def _print_error(error: StnkitError) -> None:
         console.print(Text(line, style="red"))
 
 
+def _add_plugin_commands(loaded: Plugins) -> None:
+    """Each plugin's ``stnkit_register_commands`` on its own: one that crashes is reported and
+    left out, so the other commands (and ``--help``) still work."""
+    for impl in loaded.pm.hook.stnkit_register_commands.get_hookimpls():
+        try:
+            impl.function(**{arg: app for arg in impl.argnames})
+        except Exception as error:
+            record = loaded.loaded.get(impl.plugin_name)
+            dist = f" (from distribution {record.distribution!r})" if record and record.distribution else ""
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                Text(
+                    f"warning: plugin {impl.plugin_name!r}{dist} failed to add its commands: "
+                    f"{type(error).__name__}: {error}; they are left out",
+                    style="yellow",
+                )
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one clear message and return their exit code."""
     args = sys.argv[1:] if argv is None else argv
     global _commands_added
     try:
         if not _commands_added:
-            plugins().hook.stnkit_register_commands(app=app)
+            _add_plugin_commands(reading_plugins())
             _commands_added = True
         # standalone mode: typer prints usage errors itself and always ends with SystemExit
         app(args=args, prog_name="stnkit")

@@ -22,9 +22,13 @@ class HyperparameterUse:
 
     ``default``: the value used when the recipe does not declare the hyperparameter (it is then a
     constant, neither tuned nor seen by the hypernetwork); ``None`` makes a declaration mandatory.
-    ``low``/``high``: the constrained values the component can accept; a declared hyperparameter
-    whose kind can leave this range is rejected when the recipe is validated.
-    ``integer``: the component floors the value, so the declaration must be of an integer kind.
+    ``low``/``high``: the values the component can accept; a declared hyperparameter whose kind
+    can give values outside this range (the values the component receives, after a discrete kind's
+    ``discretize``) is rejected when the recipe is validated.
+    ``integer``: the component needs whole numbers (it reads ``hp.discrete(name)``), so the
+    declaration must be of an integer kind.
+    ``continuous``: the component needs a continuous value (a dropout rate, a scale), so the
+    declaration must not be of a discrete kind.
     ``per_batch``: the component uses one value for the whole batch (DropConnect, embedding
     dropout, penalty weights), so the declaration must say ``per_example: false``.
     """
@@ -35,6 +39,11 @@ class HyperparameterUse:
     high: float = float("inf")
     integer: bool = False
     per_batch: bool = False
+    continuous: bool = False
+
+    def __post_init__(self) -> None:
+        if self.integer and self.continuous:
+            raise ValueError(f"{self.description!r}: a hyperparameter cannot be both integer and continuous")
 
 
 class Component:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from stnkit.hyper.kinds import HyperKind
 
 __all__ = ["EpochEnd", "RunEnd", "RunInfo", "RunStatus", "StepEnd"]
 
@@ -32,6 +36,15 @@ class RunInfo:
     start_epoch: int = 0
     #: free-form facts about the run (e.g. ``source_run`` for a replay); stored as attributes
     metadata: dict[str, str] = field(default_factory=dict)
+    #: each declared hyperparameter's kind, for :meth:`used`
+    kinds: Mapping[str, HyperKind] = field(default_factory=dict)
+
+    def used(self, values: Mapping[str, float]) -> dict[str, float]:
+        """``values`` as the hooks carry them (constrained; a discrete kind's continuous value) turned
+        into what components receive (:meth:`~stnkit.hyper.HyperKind.used_value`): what an observer
+        should display. The hooks keep the constrained values, which stores need to replay a run."""
+        kinds = self.kinds
+        return {name: kinds[name].used_value(v) if name in kinds else v for name, v in values.items()}
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,12 @@ class _State:
 
     def __init__(self, run: RunInfo, history: int = 40) -> None:
         self.run = run
-        self.values = dict(run.initial_values)
+        # what components receive (a discrete kind's used value), not the continuous value behind it
+        self.initial = run.used(run.initial_values)
+        self.values = dict(self.initial)
         self.scales = dict(run.initial_scales)
         self.history: dict[str, deque[float]] = {
-            n: deque([v], maxlen=history) for n, v in run.initial_values.items()
+            n: deque([v], maxlen=history) for n, v in self.initial.items()
         }
         self.train_loss: float | None = None
         self.val_loss: float | None = None
@@ -87,8 +89,8 @@ class _State:
         else:
             self.val_loss = step.loss
             if step.values:
-                self.values = step.values
-                for name, value in step.values.items():
+                self.values = self.run.used(step.values)
+                for name, value in self.values.items():
                     self.history[name].append(value)
             if step.scales:
                 self.scales = step.scales
@@ -96,7 +98,7 @@ class _State:
     def epoch_line(self, epoch: EpochEnd) -> str:
         star = " *best" if epoch.best else ""
         metrics = _metric_text(epoch.val_metrics)
-        values = " ".join(f"{k}={_fmt(v)}" for k, v in epoch.values.items())
+        values = " ".join(f"{k}={_fmt(v)}" for k, v in self.run.used(epoch.values).items())
         return (
             f"epoch {epoch.epoch}/{self.run.epochs}  train {_fmt(epoch.train_loss)}  "
             f"val {_fmt(epoch.val_loss)} {metrics}  lr {epoch.lr:g}{star}"
@@ -104,7 +106,7 @@ class _State:
         )
 
 
-def _end_lines(result: RunEnd, path: Any) -> list[str]:
+def _end_lines(result: RunEnd, run: RunInfo) -> list[str]:
     lines = [f"run {result.status}: {result.step} steps, {result.epoch} epochs"]
     if result.message:
         lines.append(result.message)
@@ -117,10 +119,11 @@ def _end_lines(result: RunEnd, path: Any) -> list[str]:
         lines.append("test: " + " ".join(f"{k} {_fmt(v)}" for k, v in result.test_metrics.items()))
     if result.final_values:
         lines.append(
-            "final hyperparameters: " + " ".join(f"{k}={_fmt(v)}" for k, v in result.final_values.items())
+            "final hyperparameters: "
+            + " ".join(f"{k}={_fmt(v)}" for k, v in run.used(result.final_values).items())
         )
-    if path is not None:
-        lines.append(f"run file: {path}")
+    if run.path is not None:
+        lines.append(f"run file: {run.path}")
     return lines
 
 
@@ -182,7 +185,7 @@ class RichProgress:
                     name,
                     _fmt(state.values.get(name)),
                     _fmt(state.scales.get(name)),
-                    _fmt(state.run.initial_values.get(name)),
+                    _fmt(state.initial.get(name)),
                     Text(sparkline(state.history[name]), style="cyan"),
                 )
             parts.append(table)
@@ -206,7 +209,7 @@ class RichProgress:
         if self.live is not None:
             self.live.stop()
             self.live = None
-        for line in _end_lines(result, run.path):
+        for line in _end_lines(result, run):
             self.console.print(Text(line), soft_wrap=True)
 
 
@@ -231,7 +234,7 @@ class PlainProgress:
         if run.tunes:
             what = "tuning: " + (", ".join(run.hyperparameters) or "none")
         else:
-            values = " ".join(f"{k}={_fmt(v)}" for k, v in run.initial_values.items())
+            values = " ".join(f"{k}={_fmt(v)}" for k, v in run.used(run.initial_values).items())
             what = "plain training" + (f" at {values}" if values else "")
         self._print(
             f"run {run.name}: {_total_steps(run, self.max_steps)} steps over {run.epochs} epochs "
@@ -266,7 +269,7 @@ class PlainProgress:
 
     @hookimpl
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
-        for line in _end_lines(result, run.path):
+        for line in _end_lines(result, run):
             self._print(line)
 
 

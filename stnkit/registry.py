@@ -23,21 +23,26 @@ class Entry(Generic[T]):
     name: str
     cls: type[T]
     plugin: str
+    distribution: str | None = None
 
 
 class Registry(Generic[T]):
     """A mapping from component name to class, with clear errors for duplicates and unknowns.
 
     ``kind`` is the human word used in messages ("model", "data set", ...). Every registered class
-    must carry ``name: ClassVar[str]`` and a pydantic ``Config`` class.
+    must carry ``name: ClassVar[str]`` and a pydantic ``Config`` class, a subclass of
+    ``config_base`` when one is given (a kind's ``Config`` must be a ``HyperConfig``).
     """
 
-    def __init__(self, kind: str, base: type[T] | None = None) -> None:
+    def __init__(
+        self, kind: str, base: type[T] | None = None, config_base: type[BaseModel] | None = None
+    ) -> None:
         self.kind = kind
         self.base = base
+        self.config_base = config_base
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, cls: type[T], plugin: str = "<direct>") -> type[T]:
+    def register(self, cls: type[T], plugin: str = "<direct>", distribution: str | None = None) -> type[T]:
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise RegistryError(
@@ -50,22 +55,38 @@ class Registry(Generic[T]):
         config = getattr(cls, "Config", None)
         if not (isinstance(config, type) and issubclass(config, BaseModel)):
             raise RegistryError(f"{self.kind} {name!r} from plugin {plugin!r} has no pydantic `Config` class")
+        base = self.config_base
+        if base is not None and not issubclass(config, base):
+            # caught here: a kind's Config without init/tune/per_example validated recipes and
+            # then crashed with an AttributeError traceback
+            raise RegistryError(
+                f"{self.kind} {name!r} from plugin {plugin!r}{_from(distribution)}: its `Config` "
+                f"(based on {_bases(config)}) must subclass {base.__module__}.{base.__qualname__}, "
+                "which holds the fields every declaration accepts"
+            )
         existing = self._entries.get(name)
         if existing is not None and existing.cls is not cls:
             raise RegistryError(
-                f"{self.kind} {name!r} is registered twice: by plugin {existing.plugin!r} "
-                f"and by plugin {plugin!r}"
+                f"{self.kind} {name!r} is registered twice: by plugin {existing.plugin!r}"
+                f"{_from(existing.distribution)} and by plugin {plugin!r}{_from(distribution)}"
             )
-        self._entries[name] = Entry(name, cls, plugin)
+        self._entries[name] = Entry(name, cls, plugin, distribution)
         return cls
 
-    def registrar(self, plugin: str) -> Callable[[type[T]], type[T]]:
+    def registrar(self, plugin: str, distribution: str | None = None) -> Callable[[type[T]], type[T]]:
         """A ``register(cls)`` callable that records ``plugin`` as the registrant."""
 
         def register(cls: type[T]) -> type[T]:
-            return self.register(cls, plugin)
+            return self.register(cls, plugin, distribution)
 
         return register
+
+    def remove_plugin(self, plugin: str) -> list[str]:
+        """Forget every component ``plugin`` registered (a plugin found broken); their names."""
+        names = [name for name, entry in self._entries.items() if entry.plugin == plugin]
+        for name in names:
+            del self._entries[name]
+        return names
 
     def get(self, name: str) -> type[T]:
         return self.entry(name).cls
@@ -108,3 +129,11 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._entries)!r})"
+
+
+def _from(distribution: str | None) -> str:
+    return f" (distribution {distribution!r})" if distribution else ""
+
+
+def _bases(config: type) -> str:
+    return ", ".join(b.__qualname__ for b in config.__mro__[1:] if b is not object) or "object"

@@ -99,6 +99,7 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
         tunes=built.response.tunes,
         seed=recipe.seed,
         metadata=dict(metadata or {}),
+        kinds=dict(space.kinds),
     )
 
 

@@ -1,17 +1,33 @@
 """Fixtures and conformance suites for stnkit plugins.
 
-Use the fixtures by adding ``pytest_plugins = ("stnkit.testing",)`` to a ``conftest.py``. Reuse a
-conformance suite by subclassing it in a test module and filling in its class attributes::
+Install with ``pip install stnkit[testing]`` (pytest and hypothesis). Use the fixtures by adding
+``pytest_plugins = ("stnkit.testing",)`` to a ``conftest.py``. Reuse a conformance suite by
+subclassing it in a test module (the class name must start with ``Test``), setting its class
+attributes and implementing the methods it names::
 
-    from stnkit.testing import ModelConformance
+    from stnkit.testing import AugmentationConformance, HyperKindConformance, ModelConformance
+
+    class TestMyKind(HyperKindConformance):
+        kind_cls = MyKind
+        configs = [{"low": 1e-5, "high": 1e-1, "init": 1e-3}]   # Config dicts, init included
 
     class TestMyModel(ModelConformance):
         model_cls = MyModel
         config = {"width": 8}
         hyperparameters = {"dropout": {"kind": "unit", "init": 0.2}}
 
-        def make_data(self): ...          # a DataInfo
-        def make_inputs(self, batch): ...  # inputs and targets for a batch
+        def make_data(self) -> DataInfo: ...               # the data the model is built for
+        def make_batch(self, batch_size: int) -> Batch: ...  # inputs and targets of that data
+
+    class TestMyAugmentation(AugmentationConformance):
+        augmentation_cls = MyAugmentation
+        identity = {"strength": 0.0}   # values at which it must return its input unchanged
+        strong = {"strength": 0.8}     # values at which it must change every input
+
+        def make_data(self) -> DataInfo: ...                 # the data it is built for
+        def make_inputs(self, batch_size: int) -> Tensor: ...  # a batch of inputs (B, ...)
+
+:class:`ResponseConformance` needs only ``response_cls`` (and ``config``).
 
 Every suite checks behaviour that can fail — a suite that passes for a broken plugin is a bug.
 """
@@ -25,14 +41,14 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
 from stnkit.augment import Augmentation
 from stnkit.config import ComponentConfig, HyperparameterUse
 from stnkit.data import Batch, BuildContext, DataInfo, Dataset
-from stnkit.hyper.kinds import HyperKind, PositiveKind
+from stnkit.hyper.kinds import HyperConfig, HyperKind, PositiveKind
 from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.model import ModelOutput, StnModel
 from stnkit.nn import BRLinear
@@ -127,9 +143,12 @@ class TinyRegression(StnModel):
 
 
 class HyperKindConformance:
-    """Checks a hyperparameter kind: bounds, round trips, initial values, monotonicity, gradients.
+    """Checks a hyperparameter kind: its Config, bounds (exactly, in float32), round trips,
+    initial values, monotonicity, gradients and the hypernetwork's view.
 
-    Set ``kind_cls`` and ``configs`` (a list of config dicts, ``init`` included).
+    Set ``kind_cls`` and ``configs`` (a list of Config dicts, ``init`` included); include configs
+    whose bounds have no exact float32 form (such as 0.3 or 1e-5), since that is where rounding
+    lets values escape a range.
     """
 
     kind_cls: ClassVar[type[HyperKind]]
@@ -140,20 +159,61 @@ class HyperKindConformance:
 
     def test_has_name_and_config(self) -> None:
         assert isinstance(self.kind_cls.name, str) and self.kind_cls.name
-        assert issubclass(self.kind_cls.Config, ComponentConfig)
+        assert issubclass(self.kind_cls.Config, HyperConfig), "a kind's Config must subclass HyperConfig"
+        assert not (self.kind_cls.integer and not self.kind_cls.discrete)
+
+    def test_config_rejects_init_outside_the_range(self) -> None:
+        from pydantic import ValidationError
+
+        for config, kind in zip(self.configs, self.kinds(), strict=True):
+            low, high = kind.used_range()
+            outside = [
+                b + d for b, d in ((low, -1.0 - abs(low)), (high, 1.0 + abs(high))) if math.isfinite(b)
+            ]
+            for init in outside:
+                with pytest.raises(ValidationError):
+                    self.kind_cls.Config.model_validate({**config, "init": init})
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.differing_executors])
     @given(u=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
+    @example(u=17.0)  # sigmoid is exactly 1 in float32 from here on
+    @example(u=-17.0)
+    @example(u=1e6)
+    @example(u=-1e6)  # softplus is exactly 0
     def test_bounds_never_violated(self, u: float) -> None:
         for kind in self.kinds():
-            value = kind.constrain(torch.tensor([u], dtype=torch.float32))
-            assert torch.isfinite(value).all()
-            assert kind.low <= float(value) <= kind.high
-            used = kind.discretize(value)
-            low, high = kind.used_range()
-            assert low <= float(used) <= high
-            if kind.integer:
-                assert float(used) == math.floor(float(used))
+            for dtype in (torch.float32, torch.float64):
+                value = kind.constrain(torch.tensor([u], dtype=dtype))
+                assert value.dtype == dtype
+                assert torch.isfinite(value).all()
+                # compared as Python floats: a float32 0.30000001 is above a bound of 0.3
+                assert kind.low <= float(value) <= kind.high, (kind.config, u, float(value))
+                used = kind.discretize(value)
+                low, high = kind.used_range()
+                assert low <= float(used) <= high, (kind.config, u, float(used))
+                assert torch.equal(kind.discretize(used), used), "discretize must be idempotent"
+                if kind.integer:
+                    assert float(used) == math.floor(float(used))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.differing_executors])
+    @given(u=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
+    @example(u=0.0)
+    @example(u=1e6)
+    @example(u=-1e6)
+    def test_hypernet_value_is_finite(self, u: float) -> None:
+        for kind in self.kinds():
+            seen = kind.hypernet_value(torch.tensor([u], dtype=torch.float32))
+            assert seen.shape == (1,) and torch.isfinite(seen).all(), (kind.config, u, seen)
+
+    def test_hypernet_tells_values_apart(self) -> None:
+        # a constant reading would leave the response blind to the hyperparameter: no tuning
+        for kind in self.kinds():
+            u0 = kind.initial_unconstrained()
+            u = torch.tensor([u0 - 1.0, u0, u0 + 1.0], dtype=torch.float64, requires_grad=True)
+            seen = kind.hypernet_value(u)
+            assert bool(seen[0] < seen[1] < seen[2]), (kind.config, seen)
+            (grad,) = torch.autograd.grad(seen.sum(), [u])
+            assert torch.isfinite(grad).all() and bool((grad > 0).all())
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.differing_executors])
     @given(u=st.floats(min_value=-6.0, max_value=6.0, allow_nan=False))
@@ -168,7 +228,7 @@ class HyperKindConformance:
             u = torch.tensor([kind.initial_unconstrained()], dtype=torch.float64)
             value = kind.constrain(u)
             used = float(kind.discretize(value))
-            if kind.integer:
+            if kind.discrete:
                 assert used == kind.config.init
             else:
                 assert math.isclose(float(value), kind.config.init, rel_tol=1e-6, abs_tol=1e-9)
@@ -184,9 +244,13 @@ class HyperKindConformance:
 
 
 class ModelConformance:
-    """Checks a model plugin. Set ``model_cls``, ``config`` and ``hyperparameters`` (recipe-style
-    declarations of the ones to tune) and implement ``make_data`` and ``make_batch``.
-    ``stream_sensitive`` models (stateful ones) get a state reset before each comparison.
+    """Checks a model plugin: declarations, config strictness, shapes, the zero-gate identity,
+    hypergradients and per-example hyperparameters.
+
+    Set ``model_cls``, ``config`` (its Config dict) and ``hyperparameters`` (recipe-style
+    declarations of the ones to tune; undeclared ones take their defaults), and implement
+    ``make_data() -> DataInfo`` and ``make_batch(batch_size) -> Batch``. Optional: ``batch_size``,
+    ``atol``. Stateful models get ``reset_state("eval")`` before each comparison.
     """
 
     model_cls: ClassVar[type[StnModel]]
@@ -295,9 +359,13 @@ class ModelConformance:
 
 
 class AugmentationConformance:
-    """Checks an augmentation. Set ``augmentation_cls``, ``config``, ``identity`` (hyperparameter
-    values at which it must return its input unchanged) and ``strong`` (values that must change
-    it); implement ``make_inputs``.
+    """Checks an augmentation: declarations, identity at zero strength, output range and shape,
+    per-example values.
+
+    Set ``augmentation_cls``, ``config`` (its Config dict), ``identity`` (hyperparameter values at
+    which it must return its input unchanged) and ``strong`` (values that must change it), and
+    implement ``make_data() -> DataInfo`` and ``make_inputs(batch_size) -> Tensor`` (inputs
+    ``(B, ...)``). Optional: ``low``/``high``, the range outputs must stay in (default 0..1).
     """
 
     augmentation_cls: ClassVar[type[Augmentation]]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from stnkit.hyper import HyperSpace, IntegerKind, IntervalKind, PositiveKind, UnitKind
+from stnkit.hyper.kinds import HyperConfig
 from stnkit.testing import HyperKindConformance, make_space
 
 
@@ -21,12 +22,17 @@ class TestUnitKind(HyperKindConformance):
 
 class TestIntervalKind(HyperKindConformance):
     kind_cls = IntervalKind
-    configs = [{"low": -1.0, "high": 3.0, "init": 0.0}, {"low": 0.0, "high": 0.5, "init": 0.1}]
+    configs = [
+        {"low": -1.0, "high": 3.0, "init": 0.0},
+        {"low": 0.0, "high": 0.5, "init": 0.1},
+        {"low": 0.0, "high": 0.3, "init": 0.1},  # 0.3 has no float32 form: it rounded up
+        {"low": 0.1, "high": 0.7, "init": 0.5},  # 0.1 rounds up, 0.7 down
+    ]
 
 
 class TestPositiveKind(HyperKindConformance):
     kind_cls = PositiveKind
-    configs = [{"init": 1e-4}, {"init": 2.0}, {"lower": 1.0, "init": 1.5}]
+    configs = [{"init": 1e-4}, {"init": 2.0}, {"lower": 1.0, "init": 1.5}, {"lower": 1e-5, "init": 1e-3}]
 
 
 class TestIntegerKind(HyperKindConformance):
@@ -150,3 +156,49 @@ def test_set_values_moves_h() -> None:
     s.set_values({"p": 0.7, "wd": 0.3})
     assert s.values()["p"] == pytest.approx(0.7, rel=1e-5)
     assert s.values()["wd"] == pytest.approx(0.3, rel=1e-5)
+
+
+# -- the kind suite must fail for broken kinds ----------------------------------------------------
+
+
+class _RoundedInterval(IntervalKind):
+    """The interval kind as it was: clamped to bounds rounded to the nearest float32."""
+
+    def constrain(self, u: torch.Tensor) -> torch.Tensor:
+        width = self.config.high - self.config.low
+        return (self.config.low + width * torch.sigmoid(u)).clamp(self.low, self.high)
+
+
+class _LaxConfigInterval(IntervalKind):
+    class Config(HyperConfig):  # no check that init lies within [low, high]
+        low: float
+        high: float
+
+
+class _BlindInterval(IntervalKind):
+    def hypernet_value(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(u, math.inf)  # overflowed: tells the hypernetwork nothing
+
+
+def _suite(kind: type, configs: list[dict]) -> HyperKindConformance:
+    suite = HyperKindConformance()
+    suite.kind_cls = kind  # type: ignore[misc]
+    suite.configs = configs  # type: ignore[misc]
+    return suite
+
+
+@pytest.mark.parametrize(
+    ("kind", "check"),
+    [
+        (_RoundedInterval, "test_bounds_never_violated"),
+        (_LaxConfigInterval, "test_config_rejects_init_outside_the_range"),
+        (_BlindInterval, "test_hypernet_value_is_finite"),
+        (_BlindInterval, "test_hypernet_tells_values_apart"),
+    ],
+)
+def test_kind_suite_catches_broken_kinds(kind: type, check: str) -> None:
+    good = _suite(IntervalKind, [{"low": 0.0, "high": 0.3, "init": 0.1}])
+    getattr(good, check)()  # the same check passes for the real kind
+    broken = _suite(kind, [{"low": 0.0, "high": 0.3, "init": 0.1}])
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
+        getattr(broken, check)()

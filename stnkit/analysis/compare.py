@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stnkit.analysis.common import final_values, fmt, run_labels
+from stnkit.analysis.kinds import Presentation
 from stnkit.store.reader import RunRecord
 
 __all__ = ["Comparison", "compare_runs", "render_comparison"]
@@ -48,8 +49,12 @@ def _union(keyed: Sequence[Sequence[str]], first: str | None = None) -> list[str
     return names
 
 
-def compare_runs(records: Sequence[RunRecord]) -> Comparison:
-    """Side-by-side comparison of ``records``."""
+def compare_runs(
+    records: Sequence[RunRecord], presentations: Sequence[Presentation] | None = None
+) -> Comparison:
+    """Side-by-side comparison of ``records``; final hyperparameters as their components used
+    them (``presentations``, one per record; by default from the files' integer flags)."""
+    present = list(presentations) if presentations is not None else [Presentation(r) for r in records]
     labels = run_labels(records)
     runs = [
         {
@@ -64,7 +69,10 @@ def compare_runs(records: Sequence[RunRecord]) -> Comparison:
         }
         for label, r in zip(labels, records, strict=True)
     ]
-    finals = [final_values(r) for r in records]
+    finals = [
+        {name: float(p.values(name, [v])[0]) for name, v in final_values(r).items()}
+        for r, p in zip(records, present, strict=True)
+    ]
     per_run: dict[str, list[dict[str, float]]] = {
         "best_valid": [r.best_valid for r in records],
         "test": [r.test for r in records],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stnkit.analysis.kinds import Presentation
 from stnkit.errors import UsageError
 from stnkit.store.reader import TABLES, RunRecord
 
@@ -58,9 +59,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def record_to_json(record: RunRecord) -> dict[str, Any]:
+def _tables(record: RunRecord, present: Presentation) -> dict[str, dict[str, np.ndarray]]:
+    """Every trajectory table; a discrete hyperparameter also gets ``used.<name>``, the values its
+    components received, beside the recorded (continuous) column."""
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    for name in TABLES:
+        columns = record.table(name)
+        for hyper in record.hyperparameters:
+            column = hyper if hyper in columns else f"value.{hyper}"
+            if present.discrete(hyper) and column in columns:
+                columns[f"used.{hyper}"] = present.values(hyper, columns[column])
+        tables[name] = columns
+    return tables
+
+
+def record_to_json(record: RunRecord, presentation: Presentation | None = None) -> dict[str, Any]:
     """The whole record as JSON-ready data: attributes, summary, hyperparameter facts, final
-    metrics and every trajectory table as ``{column: [values]}``."""
+    metrics and every trajectory table as ``{column: [values]}``. Recorded values are exported
+    as they are; ``used`` entries and ``used.<name>`` columns give a discrete kind's values as
+    components received them."""
+    present = presentation or Presentation(record)
     data: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "path": str(record.path),
@@ -74,12 +92,19 @@ def record_to_json(record: RunRecord) -> dict[str, Any]:
             "initial_scales": record.initial_scales,
             "final": record.final,
             "best": record.best,
+            "used": {
+                key: {n: present.value(n, v) for n, v in values.items()}
+                for key, values in (
+                    ("initial", record.initial),
+                    ("final", record.final),
+                    ("best", record.best),
+                )
+            },
         },
         "best_valid": record.best_valid,
         "test": record.test,
     }
-    for name in TABLES:
-        data[name] = record.table(name)
+    data.update(_tables(record, present))
     return dict(_plain(data))
 
 
@@ -90,14 +115,16 @@ def _check_folder(folder: Path) -> None:
         raise UsageError(f"cannot create the output folder {folder}: {error.strerror or error}") from None
 
 
-def export_json(record: RunRecord, output: Path | None) -> Path | None:
+def export_json(
+    record: RunRecord, output: Path | None, presentation: Presentation | None = None
+) -> Path | None:
     """Write the JSON export to ``output`` (a file, or a folder to hold ``<stem>.json``); with
     ``output=None`` return ``None`` and let the caller print :func:`record_to_json` instead."""
     if output is None:
         return None
     path = output / f"{record.path.stem}.json" if output.is_dir() else output
     _check_folder(path.parent)
-    text = json.dumps(record_to_json(record), indent=1, allow_nan=False)
+    text = json.dumps(record_to_json(record, presentation), indent=1, allow_nan=False)
     try:
         path.write_text(text + "\n", encoding="utf-8")
     except OSError as error:
@@ -112,14 +139,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def export_csv(record: RunRecord, folder: Path) -> list[Path]:
-    """Write ``<stem>.hyper.csv``, ``<stem>.train.csv`` and ``<stem>.epochs.csv`` into ``folder``."""
+def export_csv(record: RunRecord, folder: Path, presentation: Presentation | None = None) -> list[Path]:
+    """Write ``<stem>.hyper.csv``, ``<stem>.train.csv`` and ``<stem>.epochs.csv`` into ``folder``
+    (with ``used.<name>`` columns for discrete hyperparameters, as in the JSON export)."""
     if folder.suffix.lower() == ".csv" and not folder.is_dir():
         raise UsageError(f"csv export writes one file per table: give -o a folder, not {folder}")
     _check_folder(folder)
     written: list[Path] = []
-    for name in TABLES:
-        columns = record.table(name)
+    for name, columns in _tables(record, presentation or Presentation(record)).items():
         path = folder / f"{record.path.stem}.{name}.csv"
         rows = zip(*(column.tolist() for column in columns.values()), strict=True)
         try:
@@ -133,15 +160,17 @@ def export_csv(record: RunRecord, folder: Path) -> list[Path]:
     return written
 
 
-def write_export(record: RunRecord, fmt: ExportFormat | str, output: Path | None) -> list[Path]:
+def write_export(
+    record: RunRecord, fmt: ExportFormat | str, output: Path | None, presentation: Presentation | None = None
+) -> list[Path]:
     """Export in ``fmt``; returns the files written (none for JSON to standard output)."""
     try:
         kind = ExportFormat(fmt)
     except ValueError:
         raise UsageError(f"unknown export format {fmt!r} (use csv or json)") from None
     if kind is ExportFormat.csv:
-        return export_csv(record, output if output is not None else Path.cwd())
-    path = export_json(record, output)
+        return export_csv(record, output if output is not None else Path.cwd(), presentation)
+    path = export_json(record, output, presentation)
     return [] if path is None else [path]
 
 

@@ -8,6 +8,8 @@ which the stored recipe holds.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from stnkit.hyper.kinds import HyperKind
 from stnkit.plugins import Plugins
 from stnkit.store.reader import RunRecord
 
-__all__ = ["rebuild_kinds", "sigma_band", "strictly_inside"]
+__all__ = ["Presentation", "rebuild_kinds", "sigma_band", "strictly_inside"]
 
 
 def rebuild_kinds(record: RunRecord, plugins: Plugins) -> dict[str, HyperKind]:
@@ -63,14 +65,71 @@ def strictly_inside(kind: HyperKind, value: float) -> float:
     """``value`` moved just inside the kind's open range, so it is a valid ``init``.
 
     A recorded value can sit exactly on a bound (a sigmoid saturated in float32); the kinds'
-    configs require an initial value strictly inside. Integer kinds floor into ``[low, high]``.
+    configs require an initial value strictly inside. A discrete kind's ``init`` is a value it
+    produces, so the kind itself maps the recorded (continuous) value: flooring is right only for
+    consecutive integers, and gave ``init (5)`` for a choice among 0, 4, 8 and 14.
     """
-    if kind.integer:
-        low, high = kind.used_range()
-        return float(min(max(math.floor(value), low), high))
+    if kind.discrete:
+        return kind.used_value(value)
     low, high = kind.low, kind.high
     if value <= low:
         value = float(np.nextafter(low, math.inf))
     if value >= high:
         value = float(np.nextafter(high, -math.inf))
     return value
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How a stored run's hyperparameter values are displayed: as its components received them.
+
+    The run file records constrained values (a discrete kind's continuous value, which replays
+    need); ``show``, ``export`` and ``plot`` display each kind's :meth:`~HyperKind.used_value`
+    instead. A kind whose plugin is not installed falls back on the file's ``integer`` flag.
+    """
+
+    record: RunRecord
+    kinds: dict[str, HyperKind] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: RunRecord, plugins: Plugins | None) -> Presentation:
+        return cls(record, rebuild_kinds(record, plugins) if plugins is not None else {})
+
+    def discrete(self, name: str) -> bool:
+        kind = self.kinds.get(name)
+        if kind is not None:
+            return kind.discrete
+        names = self.record.hyperparameters
+        return name in names and bool(self.record.integer[names.index(name)])
+
+    def log_scale(self, name: str) -> bool:
+        kind = self.kinds.get(name)
+        return kind is not None and kind.log_scale
+
+    def values(self, name: str, values: Any) -> np.ndarray:
+        """Recorded values of ``name`` (any shape) as components received them; NaN stays NaN."""
+        array = np.array(values, dtype=np.float64)
+        if not self.discrete(name):
+            return array
+        finite = np.isfinite(array)
+        kind = self.kinds.get(name)
+        if kind is None:
+            array[finite] = np.floor(array[finite])
+            return array
+        with torch.no_grad():
+            array[finite] = kind.discretize(torch.as_tensor(array[finite])).numpy()
+        return array
+
+    def value(self, name: str, value: float | None) -> float | None:
+        if value is None:
+            return None
+        return float(self.values(name, [value])[0])
+
+    def summary(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """``RunRecord.summary()`` with ``used`` (initial, final, best as components received them)
+        added to each hyperparameter's entry; the recorded values stay as they are."""
+        hyper = {
+            name: {**info, "used": {k: self.value(name, info.get(k)) for k in ("initial", "final", "best")}}
+            for name, info in summary.get("hyperparameters", {}).items()
+        }
+        return {**summary, "hyperparameters": hyper}

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from stnkit.analysis.common import run_labels
-from stnkit.analysis.kinds import rebuild_kinds, sigma_band
+from stnkit.analysis.kinds import Presentation, rebuild_kinds, sigma_band
 from stnkit.errors import UsageError
 from stnkit.hyper.kinds import HyperKind
 from stnkit.plugins import Plugins, load_plugins
@@ -43,20 +43,24 @@ class Trajectory:
 
 
 def trajectory(record: RunRecord, name: str, kind: HyperKind | None) -> Trajectory:
-    """The constrained trajectory of ``name``, starting from its initial value at step 0.
+    """The trajectory of ``name`` as its components received it (a discrete kind's used values),
+    starting from its initial value at step 0.
 
     Tuning runs record every hyper step; a run without hyper steps (fixed, replayed) records its
     values at each epoch end, which is what is drawn for it.
     """
+    present = Presentation(record, {name: kind} if kind is not None else {})
     index = record.hyperparameters.index(name)
     table = record.hyper if len(record.hyper.get("step", ())) else record.epochs
     steps = np.concatenate([[0], np.asarray(table.get("step", []), dtype=np.float64)])
     values = np.concatenate([[record.initial[name]], _column(table.get("values"), index)])
     if not (record.attrs.get("tunes") and kind is not None and table is record.hyper):
-        return Trajectory(steps, values)
+        return Trajectory(steps, present.values(name, values))
     sigmas = np.concatenate([[record.initial_scales[name]], _column(table.get("scales"), index)])
     low, high = sigma_band(kind, values, sigmas)
-    return Trajectory(steps, values, low, high)
+    return Trajectory(
+        steps, present.values(name, values), present.values(name, low), present.values(name, high)
+    )
 
 
 def _column(matrix: np.ndarray | None, index: int) -> np.ndarray:
@@ -96,6 +100,10 @@ def _panel_hyper(
         axes.plot(path.steps, path.values, drawstyle="steps-post", color=colour, lw=1.8)
         if len(path.steps) == 1:
             axes.plot(path.steps, path.values, "o", color=colour)
+    # a kind asks for a log axis (values spanning decades); only if every run's kind asks for it
+    asks = [run_kinds[name].log_scale for run_kinds in kinds if name in run_kinds]
+    if asks and all(asks) and all(np.nanmin(line.get_ydata()) > 0 for line in axes.get_lines()):
+        axes.set_yscale("log")
     axes.set_xlabel("weight step", fontsize=9)
     axes.grid(alpha=0.3)
 

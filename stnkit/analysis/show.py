@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stnkit.analysis.common import final_values, fmt
+from stnkit.analysis.kinds import Presentation
 from stnkit.progress import sparkline
 from stnkit.store.reader import RunRecord
 
@@ -33,8 +34,12 @@ def _best_epoch(record: RunRecord, summary: dict[str, Any]) -> str:
     return "–"
 
 
-def render_run(record: RunRecord) -> RenderableType:
-    """Header facts, metrics and a table of hyperparameters with their trajectories."""
+def render_run(record: RunRecord, presentation: Presentation | None = None) -> RenderableType:
+    """Header facts, metrics and a table of hyperparameters with their trajectories.
+
+    Values are shown as the run's components received them (``presentation``; without one, a
+    hyperparameter flagged integer in the file is floored)."""
+    present = presentation or Presentation(record)
     summary = record.summary()
     head = Table.grid(padding=(0, 2))
     head.add_column(style="dim")
@@ -69,12 +74,13 @@ def render_run(record: RunRecord) -> RenderableType:
             table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 7))
         table.add_column("trajectory", no_wrap=True, min_width=16)
         for name, info in summary["hyperparameters"].items():
-            trajectory = record.values(name).tolist() if len(record.hyper.get("values", ())) else []
+            recorded = record.values(name) if len(record.hyper.get("values", ())) else np.zeros(0)
+            trajectory = present.values(name, recorded).tolist()
             table.add_row(
                 Text.assemble(name, (f" {info['kind'][:3]}", "dim")),
-                fmt(info["initial"]),
-                fmt(finals[name]),
-                fmt(info["best"]),
+                fmt(present.value(name, info["initial"])),
+                fmt(present.value(name, finals[name])),
+                fmt(present.value(name, info["best"])),
                 fmt(info["final_scale"]),
                 Text(sparkline(_downsample(trajectory)), style="cyan"),
             )

@@ -1,11 +1,18 @@
 """Built-in hyperparameter kinds: maps between unconstrained and constrained values.
 
 A kind turns an unconstrained real ``u`` (what the hyper optimizer moves and the hypernetwork
-sees) into the value a component uses. All maps are elementwise and differentiable.
+sees) into a constrained value, and a discrete kind then turns that into the value a component
+receives (:meth:`HyperKind.discretize`). All maps are elementwise; ``constrain`` is differentiable.
+
+What a kind author implements (see :class:`HyperKind`): ``name``, ``Config`` (a subclass of
+:class:`HyperConfig`), ``constrain``/``unconstrain`` and, if the range is bounded, ``low``/``high``;
+a discrete kind also sets ``integer`` (its values are whole numbers) or ``discrete`` and implements
+``discretize``. Everything else has a default that works for any kind.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -25,11 +32,39 @@ __all__ = [
     "IntervalKind",
     "PositiveKind",
     "UnitKind",
+    "clamp_to",
 ]
 
 # sigmoid saturates to exactly 1.0 in float32 for u > ~17; a dropout rate of 1 would divide by
 # zero, so unit-interval values are kept a hair below their upper end.
 _UNIT_MAX = 1.0 - 2.0**-20
+
+
+def clamp_to(value: Tensor, low: float, high: float) -> Tensor:
+    """``value`` held within the closed range ``[low, high]`` *in its own dtype*.
+
+    A bound such as 0.3 or 1e-5 has no exact float32 form, and the nearest float32 can lie just
+    outside it (0.3 → 0.30000001, 1e-5 → 9.9999997e-06): clamping to the rounded bound lets values
+    escape the range by one unit in the last place. The bounds are rounded inward instead.
+    """
+    lo = _inward(low, value.dtype, up=True)
+    hi = _inward(high, value.dtype, up=False)
+    if lo is None and hi is None:
+        return value
+    # Python floats that are exact in value's dtype: clamp converts them back without rounding
+    return value.clamp(min=lo, max=hi)
+
+
+@functools.lru_cache(maxsize=256)
+def _inward(bound: float, dtype: torch.dtype, up: bool) -> float | None:
+    """``bound`` rounded to ``dtype``, one step inward if rounding put it outside; ``None`` if infinite."""
+    if math.isinf(bound):
+        return None
+    rounded = torch.tensor(bound, dtype=dtype)
+    outside = float(rounded) < bound if up else float(rounded) > bound
+    if outside:
+        rounded = torch.nextafter(rounded, torch.tensor(math.inf if up else -math.inf, dtype=dtype))
+    return float(rounded)
 
 
 class HyperConfig(ComponentConfig):
@@ -46,12 +81,42 @@ class HyperConfig(ComponentConfig):
 class HyperKind:
     """Base class of hyperparameter kinds. Subclasses set ``name`` and ``Config``.
 
-    ``low``/``high`` are the closed bounds of the constrained value (infinite when unbounded).
+    A subclass implements:
+
+    - ``name``: the ``kind:`` a recipe declaration uses;
+    - ``Config``: a subclass of :class:`HyperConfig` (checked at registration) holding the kind's
+      options; its validators must reject an ``init`` outside the range;
+    - ``constrain(u)`` / ``unconstrain(value)``: elementwise maps between unconstrained ``u`` and the
+      constrained value, any shape, any float dtype; ``constrain`` is monotone, differentiable and
+      stays within ``[low, high]`` exactly in the input's dtype (use :func:`clamp_to`);
+    - ``low`` / ``high``: the closed bounds of the constrained value (infinite when unbounded).
+
+    A discrete kind implements ``discretize`` (which makes it ``discrete``) and sets ``integer =
+    True`` if its values are whole numbers; its ``Config.init`` is a value ``discretize`` returns.
+    Components receive the discretized values; only the hypernetwork sees the continuous one.
+
+    Optional, with defaults that work for any kind: :meth:`hypernet_value`, :meth:`used_range`,
+    :meth:`used_value`, :meth:`initial_unconstrained`, ``log_scale``.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[HyperConfig]] = HyperConfig
+    #: the values a component receives are whole numbers (``discretize`` floors)
     integer: ClassVar[bool] = False
+    #: the values a component receives are a discrete set (``discretize`` maps onto it); a kind
+    #: that is ``integer`` or overrides ``discretize`` is discrete unless it says otherwise
+    discrete: ClassVar[bool] = False
+    #: plots draw this kind's values on a logarithmic axis (for values spanning decades)
+    log_scale: ClassVar[bool] = False
+    _u_initial_cache: float | None = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # a kind whose discretize changes values is discrete, whether or not its author said so:
+        # components must receive what discretize returns
+        overrides = cls.discretize is not HyperKind.discretize
+        if "discrete" not in cls.__dict__ and (cls.integer or overrides):
+            cls.discrete = True
 
     def __init__(self, config: HyperConfig) -> None:
         self.config = config
@@ -75,20 +140,52 @@ class HyperKind:
         return float(self.unconstrain(value))
 
     def discretize(self, value: Tensor) -> Tensor:
-        """The value a component uses; identity except for integer kinds."""
+        """The value a component receives for constrained ``value`` (same shape and dtype):
+        identity for continuous kinds; discrete kinds map onto their values (integer kinds floor).
+        Must be idempotent: ``discretize(discretize(x)) == discretize(x)``."""
         return value
 
+    def used_value(self, value: float) -> float:
+        """:meth:`discretize` of one constrained value: what a component receives and what
+        ``run``'s progress, ``show``, ``compare``, ``export`` and ``plot`` display."""
+        if not self.discrete:
+            return float(value)
+        return float(self.discretize(torch.tensor([value], dtype=torch.float64))[0])
+
     def hypernet_value(self, u: Tensor) -> Tensor:
-        """What the hypernetwork sees of unconstrained ``u``: by default a bounded, scale-free
-        reading — the position within a bounded range (``sigmoid(u)``, continuous even for
-        integers) or the excess over the lower bound (``softplus(u)``). The gates stay of order
-        ``V`` whatever the units of the hyperparameter (a cutout length of 24, a weight decay of
-        1e-5)."""
-        return torch.sigmoid(u)
+        """What the hypernetwork sees of unconstrained ``u`` (any shape, same shape back).
+
+        The default, ``u`` minus its initial value, works for any kind: it is in the units the
+        perturbation σ is measured in, never saturates, and is zero at the initial value so every
+        gate starts at zero whatever the hyperparameter's units (a weight decay of 1e-5 is
+        u ≈ −11.5 for ``positive``). Override it only for a better-conditioned reading that stays
+        finite and strictly increasing in ``u`` over the whole real line; the built-in kinds give
+        their position within a bounded range (``sigmoid(u)``) or the excess over a lower bound
+        (``softplus(u)``), which is what their recorded results used. A response that centres the
+        input itself (Δ-STN) subtracts the current ``h``'s value, so any offset cancels.
+
+        Who calls it: ``HyperSpace.hypernet_input``; the ``stn`` response's default
+        ``hypernet_input: auto`` uses it for kinds with a finite ``high`` and feeds unbounded ones
+        ``u`` itself, ``normalized`` uses it for every kind.
+        """
+        return u - self._u_initial()
+
+    def _u_initial(self) -> float:
+        if self._u_initial_cache is None:
+            self._u_initial_cache = self.initial_unconstrained()
+        return self._u_initial_cache
 
     def used_range(self) -> tuple[float, float]:
-        """Closed range of the values a component receives (after :meth:`discretize`)."""
-        return (self.low, self.high)
+        """Closed range of the values a component receives (after :meth:`discretize`): ``(low,
+        high)`` for continuous kinds, the discretized bounds for discrete ones (``discretize`` is
+        monotone, so they bound every value it returns)."""
+        if not self.discrete:
+            return (self.low, self.high)
+        low, high = self.low, self.high
+        return (
+            low if math.isinf(low) else self.used_value(low),
+            high if math.isinf(high) else self.used_value(high),
+        )
 
     def describe(self) -> str:
         return self.name
@@ -120,10 +217,13 @@ class UnitKind(HyperKind):
         return _UNIT_MAX
 
     def constrain(self, u: Tensor) -> Tensor:
-        return torch.sigmoid(u).clamp(max=_UNIT_MAX)
+        return clamp_to(torch.sigmoid(u), 0.0, _UNIT_MAX)
 
     def unconstrain(self, value: Tensor) -> Tensor:
         return _logit(value)
+
+    def hypernet_value(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u)  # the position within (0, 1)
 
 
 class IntervalKind(HyperKind):
@@ -157,11 +257,14 @@ class IntervalKind(HyperKind):
 
     def constrain(self, u: Tensor) -> Tensor:
         width = self.config.high - self.config.low
-        return (self.config.low + width * torch.sigmoid(u)).clamp(self.low, self.high)
+        return clamp_to(self.config.low + width * torch.sigmoid(u), self.low, self.high)
 
     def unconstrain(self, value: Tensor) -> Tensor:
         width = self.config.high - self.config.low
         return _logit((value - self.config.low) / width)
+
+    def hypernet_value(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u)  # the position within the range
 
 
 class PositiveKind(HyperKind):
@@ -185,7 +288,7 @@ class PositiveKind(HyperKind):
         return self.config.lower
 
     def constrain(self, u: Tensor) -> Tensor:
-        return self.config.lower + F.softplus(u)
+        return clamp_to(self.config.lower + F.softplus(u), self.low, self.high)
 
     def hypernet_value(self, u: Tensor) -> Tensor:
         return F.softplus(u)
@@ -234,7 +337,10 @@ class IntegerKind(HyperKind):
 
     def constrain(self, u: Tensor) -> Tensor:
         width = self.config.high + 1 - self.config.low
-        return (self.config.low + width * torch.sigmoid(u)).clamp(self.low, self.high)
+        return clamp_to(self.config.low + width * torch.sigmoid(u), self.low, self.high)
+
+    def hypernet_value(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u)  # the continuous position within the range
 
     def unconstrain(self, value: Tensor) -> Tensor:
         width = self.config.high + 1 - self.config.low

@@ -20,8 +20,10 @@ class HyperBatch:
     """The hyperparameters one forward pass sees.
 
     ``hnet``: ``(B, H)`` input of every best-response layer, or ``None`` for the plain network
-    (no response branch at all). ``values``: constrained value of each hyperparameter, shape
-    ``(B,)``, for declared and default (constant) ones alike.
+    (no response branch at all). ``values``: the value a component receives for each
+    hyperparameter, shape ``(B,)``, for declared and default (constant) ones alike: the constrained
+    value, passed through :meth:`~stnkit.hyper.HyperKind.discretize` for discrete kinds (an
+    integer kind gives whole numbers within its range, never the continuous value behind them).
     """
 
     hnet: Tensor | None
@@ -133,7 +135,12 @@ class HyperSpace(nn.Module):
         """Build the :class:`HyperBatch` for unconstrained hyperparameters ``u`` ``(B, H)``."""
         batch_size = u.shape[0]
         constrained = self.constrain(u)
-        values: dict[str, Tensor] = {name: constrained[:, i] for i, name in enumerate(self.names)}
+        # a component receives what the kind produces: discrete kinds' values, not the continuous
+        # relaxation behind them (which only the hypernetwork sees, through ``hnet``)
+        values: dict[str, Tensor] = {
+            name: kind.discretize(constrained[:, i]) if kind.discrete else constrained[:, i]
+            for i, (name, kind) in enumerate(self.kinds.items())
+        }
         for name, value in self.constants.items():
             values[name] = torch.full((batch_size,), value, device=u.device)
         return HyperBatch(hnet=hnet, values=values, kinds=self.kinds)

@@ -24,7 +24,7 @@ __all__ = ["STNAlexNet", "STNSmallCNN"]
 
 
 def _dropout_use(where: str) -> HyperparameterUse:
-    return HyperparameterUse(f"dropout rate after {where}", default=0.0, low=0.0, high=1.0)
+    return HyperparameterUse(f"dropout rate after {where}", default=0.0, low=0.0, high=1.0, continuous=True)
 
 
 _COUNTS = {2: "two", 5: "five"}

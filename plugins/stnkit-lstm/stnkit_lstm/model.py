@@ -26,7 +26,9 @@ __all__ = ["STNLSTM"]
 
 
 def _rate(description: str, per_batch: bool = False) -> HyperparameterUse:
-    return HyperparameterUse(description, default=0.0, low=0.0, high=1.0, per_batch=per_batch)
+    return HyperparameterUse(
+        description, default=0.0, low=0.0, high=1.0, per_batch=per_batch, continuous=True
+    )
 
 
 class STNLSTM(StnModel):

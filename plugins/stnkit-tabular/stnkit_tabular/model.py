@@ -44,7 +44,9 @@ class STNMLP(StnModel):
         "weight_decay": HyperparameterUse(
             "L2 penalty on the effective weight matrices", default=0.0, low=0.0
         ),
-        "dropout": HyperparameterUse("dropout rate on hidden units", default=0.0, low=0.0, high=1.0),
+        "dropout": HyperparameterUse(
+            "dropout rate on hidden units", default=0.0, low=0.0, high=1.0, continuous=True
+        ),
     }
 
     config: Config

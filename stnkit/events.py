@@ -31,6 +31,9 @@ class RunInfo:
     start_epoch: int = 0
     #: free-form facts about the run (e.g. ``source_run`` for a replay); stored as attributes
     metadata: dict[str, str] = field(default_factory=dict)
+    #: processes training the run together (torchrun) and their backend ("" in one plain process)
+    world_size: int = 1
+    backend: str = ""
 
 
 @dataclass(frozen=True)

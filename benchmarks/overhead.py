@@ -10,6 +10,7 @@ median of each is reported, so machine load affects both alike.
 
     python benchmarks/overhead.py            # the paper's sizes
     python benchmarks/overhead.py --quick    # smaller sizes, a few seconds
+    python benchmarks/overhead.py --device cuda
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time them to completion
+
+
 def measure(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
     for fn in fns:  # warm-up: allocator, lazy init
         fn()
@@ -115,8 +121,10 @@ def measure(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            _sync()
             start = time.perf_counter()
             fn()
+            _sync()
             times[i].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
@@ -128,8 +136,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="quarter sizes")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", choices=["layers", "step"], default=None, help="run one part")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every layer and batch lives")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    torch.set_default_device(args.device)
+    cuda = args.device.startswith("cuda")
+    where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, median of {args.repeats}")
     if args.only != "step":
         layers(args.quick, args.repeats)
     if args.only != "layers":

@@ -51,6 +51,7 @@ __all__ = [
     "average_gradients_",
     "average_weight_gradients_",
     "collectively",
+    "jvp_composes",
     "launched",
     "mean",
     "world",
@@ -259,6 +260,15 @@ def average_weight_gradients_(params: Iterable[Tensor]) -> None:
         average_gradients_(p.grad for p in params)
 
 
+def jvp_composes() -> bool:
+    """Whether ``torch.func.jvp`` may be used in a weight step in this world (Δ-STN's linearized
+    response). Always true here: weight gradients are reduced after the backward pass by
+    :func:`average_weight_gradients_`, not by DDP's autograd hooks, which is what a JVP does not
+    compose with. A response model asks this rather than ``world().world_size > 1``, so the
+    policy lives in one place should the reduction ever move into DDP."""
+    return True
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
     if not _WORLD.active:
@@ -282,6 +292,8 @@ def broadcast_tensors_(tensors: Iterable[Tensor]) -> None:
     if not _WORLD.active or _WORLD.world_size == 1:
         return
     for tensor in tensors:
+        if not tensor.is_floating_point():
+            continue  # masks and counters are built identically on every rank
         data = tensor.detach()
         moved = data.to(_comm_device())
         _guard("broadcasting the initial weights", lambda m=moved: dist.broadcast(m, src=0))  # type: ignore[misc]
@@ -393,7 +405,8 @@ def check_identical(tensors: Sequence[Tensor], weights: Iterable[Tensor], where:
     if _WORLD.world_size == 1:
         return
     hs = torch.cat([t.detach().double().reshape(-1).cpu() for t in tensors])
-    checksum = sum(float(w.detach().double().sum()) for w in weights)
+    sums = [w.detach().double().sum() for w in weights]
+    checksum = float(torch.stack(sums).sum()) if sums else 0.0  # one device-to-host copy
     parts = gather_objects((hs.tolist(), checksum))
     reference = parts[0]
     for rank, part in enumerate(parts[1:], start=1):

@@ -372,6 +372,28 @@ def test_a_killed_rank_ends_the_others_in_bounded_time_and_the_run_resumes(
     _resume_matches(path, reference)
 
 
+DRIFT_SCRIPT = """
+import sys
+import stnkit
+from stnkit import distributed
+average = distributed.average_gradients_
+distributed.average_weight_gradients_ = lambda params: average(p.grad for p in params)
+distributed.average_gradients_ = lambda tensors: None  # a response model that forgot to average h/s
+stnkit.run(sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_drift_apart_end_the_run_as_failed(tmp_path: Path) -> None:
+    script = tmp_path / "drift.py"
+    script.write_text(DRIFT_SCRIPT)
+    done = _run(_torchrun(2, str(script), str(write_recipe(tmp_path))))
+    assert done.returncode != 0
+    assert "after epoch 2: h/s differ between rank 0 and rank 1" in done.stderr  # warm-up is epoch 1
+    (path,) = (tmp_path / "runs").glob("*.h5")
+    assert stnkit.open_run(path).status == "failed"
+
+
 @pytest.mark.slow
 def test_a_batch_that_does_not_divide_is_an_error_before_anything_starts(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, data__batch_size=15)

@@ -220,9 +220,9 @@ def _ptb_recipe(folder: Path) -> Path:
             "name": "ptb",
             "root": str(ROOT / "recipes" / "data" / "ptb.zip"),
             "batch_size": 4,
-            "bptt": 10,
+            "bptt": 35,
             "eval_batch_size": 5,  # an odd number of streams: the ranks evaluate 3 and 2
-            "train_tokens": 2000,
+            "train_tokens": 4000,
             "valid_tokens": 1000,
         },
         "model": {"name": "stn-lstm", "embedding_size": 16, "hidden_size": 16, "layers": 1},
@@ -232,7 +232,7 @@ def _ptb_recipe(folder: Path) -> Path:
             "temporal_activation_reg": {"kind": "positive", "init": 0.05, "per_example": False},
         },
         "train": {
-            "epochs": 2,
+            "epochs": 3,
             "warmup_steps": 6,
             "optimizer": {"name": "sgd", "lr": 5, "clip": 0.25},
             "hyper_optimizer": {"name": "adam", "lr": 0.05},
@@ -250,7 +250,7 @@ def test_ptb_streams_split_across_two_ranks_follow_one_process(tmp_path: Path) -
     runs = {n: _ranked_run(tmp_path / f"w{n}", n, _ptb_recipe(tmp_path)) for n in (1, 2)}
     assert runs[2][0]["final"] == runs[2][1]["final"]
     a, b = (trajectories(Path(runs[n][0]["path"])) for n in (1, 2))
-    assert len(a["hyper.values"]) > 40
+    assert len(a["hyper.values"]) > 30
     for key in ("hyper.values", "hyper.val_loss", "train.loss", "epochs.val_loss", "test"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
 

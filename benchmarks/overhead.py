@@ -11,6 +11,7 @@ median of each is reported, so machine load affects both alike.
     python benchmarks/overhead.py            # the paper's sizes
     python benchmarks/overhead.py --quick    # smaller sizes, a few seconds
     python benchmarks/overhead.py --only step --decoder both   # whole steps, both stn-lstm decoders
+    python benchmarks/overhead.py --device cuda
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time them to completion
+
+
 def measure(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
     for fn in fns:  # warm-up: allocator, lazy init
         fn()
@@ -116,8 +122,10 @@ def measure(fns: list[Callable[[], torch.Tensor]], repeats: int) -> list[float]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            _sync()
             start = time.perf_counter()
             fn()
+            _sync()
             times[i].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
@@ -136,8 +144,12 @@ def main() -> None:
         help="stn-lstm decoder(s) in the whole-step part: plain tied map (the default, as released) "
         "or the best-response decoder",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every layer and batch lives")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    torch.set_default_device(args.device)
+    cuda = args.device.startswith("cuda")
+    where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, median of {args.repeats}")
     if args.only != "step":
         layers(args.quick, args.repeats)
     if args.only != "layers":

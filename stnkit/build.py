@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
+from stnkit import distributed
 from stnkit.augment import Augmentation
 from stnkit.config import HyperparameterUse
 from stnkit.data import BuildContext, Dataset
@@ -20,6 +21,7 @@ from stnkit.hyper.space import HyperSpace
 from stnkit.model import StnModel
 from stnkit.objective import Objective
 from stnkit.plugins import Plugins
+from stnkit.precision import Precision
 from stnkit.recipe import ComponentSection, OptimizerConfig, Recipe, mark_overrides, pydantic_problems
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
@@ -275,9 +277,13 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     context = {"base_dir": recipe.base_dir}
     device: torch.device | None = None
     try:
-        device = resolve_device(recipe.device)
+        device = distributed.local_device(resolve_device(recipe.device))
     except RecipeError as error:
         problems.extend(error.problems)
+    if recipe.train.precision == "fp16" and device is not None and device.type != "cuda":
+        problems.append(
+            ("train.precision", f"fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
+        )
     data = _validate_section(plugins.datasets, recipe.data, "data", problems, context)
     model = _validate_section(plugins.models, recipe.model, "model", problems, context)
     response = _validate_section(plugins.responses, recipe.response, "response", problems, context)
@@ -453,5 +459,6 @@ def build(resolved: Resolved) -> Built:
         clip=train.optimizer.clip,
         hyper_clip=train.hyper_optimizer.clip,
         perturbation=train.perturbation,
+        precision=Precision(train.precision, device),
     )
     return Built(resolved=resolved, dataset=dataset, parts=parts, response=response, device=device)

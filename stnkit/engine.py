@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from stnkit import distributed
 from stnkit.build import Built
 from stnkit.data import Batch
-from stnkit.errors import DivergenceError, RunFileError
+from stnkit.errors import DistributedError, DivergenceError, RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
@@ -53,7 +54,8 @@ class Engine:
         checkpoint_seconds: float | None = None,
     ) -> None:
         self.built = built
-        self.hook = hook
+        # under torchrun only rank 0 reports: store, progress and observers live there
+        self.hook = distributed.hook_for(hook)
         self.run_info = run
         self.parts = built.parts
         self.space = built.parts.space
@@ -105,6 +107,11 @@ class Engine:
             result = self._train()
         except DivergenceError as error:
             result = self._end("diverged", str(error))
+        except DistributedError as error:
+            # a lost rank stops a sound run (it resumes from its last checkpoint); drift is a bug
+            result = self._end("interrupted" if error.lost else "failed", str(error))
+            self.hook.stnkit_run_end(run=self.run_info, result=result)
+            raise
         except KeyboardInterrupt:
             result = self._end("interrupted", "interrupted by the user")
             self.hook.stnkit_run_end(run=self.run_info, result=result)
@@ -138,17 +145,20 @@ class Engine:
             for index, batch in enumerate(batches):
                 if index < skip:
                     continue
-                self.epoch_losses.append(self._weight_step(batch.to(self.device)))
+                self.epoch_losses.append(self._weight_step(distributed.shard(batch).to(self.device)))
                 self.batch_in_epoch = index + 1
                 if self._hyper_due():
                     for _ in range(cfg.hyper_steps):
                         self._hyper_step()
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     break
-                if self.stop_requested:
+                # ranks stop and checkpoint together: a signal may reach only one of them, and
+                # the time-based checkpoint follows rank 0's clock
+                stop, due = distributed.agree(self.stop_requested, self._checkpoint_due())
+                if stop:
                     self.checkpoint()
                     return self._end("interrupted", f"stopped by the user at weight step {self.step}")
-                if self._checkpoint_due():
+                if due:
                     self.checkpoint()
             self._end_epoch(epoch)
             self.batch_in_epoch = 0
@@ -160,12 +170,15 @@ class Engine:
             self.checkpoint()
             if stop:
                 break
-            if self.stop_requested:
+            if distributed.agree(self.stop_requested)[0]:
                 return self._end("interrupted", f"stopped by the user after epoch {epoch}")
         return self._finish()
 
     def _end_epoch(self, epoch: int) -> None:
         metrics = self.evaluate("valid")
+        distributed.check_identical(
+            [self.space.h, self.space.s], self.model.parameters(), f"after epoch {epoch}"
+        )
         val_loss = metrics["loss"]
         if not math.isfinite(val_loss):
             raise DivergenceError(
@@ -234,7 +247,7 @@ class Engine:
             self.model.reset_state("train")
         self.response.before_weight_step(self.step + 1)
         self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
-        loss = float(self.response.weight_step(self.parts, batch))
+        loss = distributed.mean(self.response.weight_step(self.parts, batch))
         self.step += 1
         if not math.isfinite(loss):
             raise DivergenceError(
@@ -264,11 +277,11 @@ class Engine:
         return next(self._hyper_batches)
 
     def _hyper_step(self) -> None:
-        batch = self._next_hyper_batch().to(self.device)
+        batch = distributed.shard(self._next_hyper_batch()).to(self.device)
         if batch.first:
             self.model.reset_state("hyper")
         before = self.space.values()
-        loss = float(self.response.hyper_step(self.parts, batch))
+        loss = distributed.mean(self.response.hyper_step(self.parts, batch))
         max_scale = self.train_cfg.perturbation.max_scale
         if max_scale is not None:
             self.space.clamp_scales(max_scale)
@@ -314,13 +327,18 @@ class Engine:
         # run will replay
         self.model.reset_state("eval")
         sums: dict[str, float] = {}
-        for batch in batches:
-            batch = batch.to(self.device)
+        for whole in batches:
+            # under torchrun each rank evaluates its part of every batch and the sums are added
+            part = distributed.eval_shard(whole)
+            if part is None:
+                continue
+            batch = part.to(self.device)
             if batch.first:
                 self.model.reset_state("eval")
-            output = self.model(batch.inputs, self.response.eval_batch(batch.size), stream="eval")
+            output = self.parts.forward(batch.inputs, self.response.eval_batch(batch.size), stream="eval")
             for key, value in task.batch_stats(output.prediction, batch.targets).items():
                 sums[key] = sums.get(key, 0.0) + value
+        sums = distributed.sum_stats(sums)
         return task.summarize(sums) if sums else {}
 
     def _finish(self) -> RunEnd:
@@ -393,6 +411,9 @@ class Engine:
             "epoch_generator": self.epoch_generator_state,
             "hyper_generator_seed": self.built.recipe.seed + 1,
             "hyper_consumed": self.hyper_consumed,
+            "precision": self.parts.precision.state_dict(),
+            # every rank's random state and the world size (a collective under torchrun)
+            "distributed": distributed.state(),
             "best": None
             if best is None
             else {
@@ -438,6 +459,8 @@ class Engine:
         for _ in range(int(state["hyper_consumed"])):
             next(self._hyper_batches)
         self.hyper_consumed = int(state["hyper_consumed"])
+        self.parts.precision.load_state_dict(state.get("precision") or {})
+        distributed.load_state(state.get("distributed"))
         best = state["best"]
         self.best = (
             None

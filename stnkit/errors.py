@@ -14,7 +14,8 @@ prints its message (and nothing else) and exits with its ``exit_code``. Anything
     ├── PluginError                 a plugin failed to import, register or validate
     ├── RegistryError               duplicate or unknown component name
     └── TrainingError
-        └── DivergenceError         a loss or hyperparameter became NaN or infinite
+        ├── DivergenceError         a loss or hyperparameter became NaN or infinite
+        └── DistributedError        under torchrun: another rank failed, or the ranks disagree
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "DataError",
+    "DistributedError",
     "DivergenceError",
     "PluginError",
     "Problem",
@@ -102,4 +104,13 @@ class DivergenceError(TrainingError):
 
     def __init__(self, message: str, step: int) -> None:
         self.step = step
+        super().__init__(message)
+
+
+class DistributedError(TrainingError):
+    """Under torchrun: another rank failed or vanished, a collective timed out, or the ranks'
+    hyperparameters or weights drifted apart. ``lost``: a rank is gone (the run can resume)."""
+
+    def __init__(self, message: str, lost: bool = False) -> None:
+        self.lost = lost
         super().__init__(message)

@@ -46,6 +46,10 @@ class RunInfo:
         kinds = self.kinds
         return {name: kinds[name].used_value(v) if name in kinds else v for name, v in values.items()}
 
+    #: processes training the run together (torchrun) and their backend ("" in one plain process)
+    world_size: int = 1
+    backend: str = ""
+
 
 @dataclass(frozen=True)
 class StepEnd:

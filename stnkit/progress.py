@@ -238,7 +238,7 @@ class PlainProgress:
             what = "plain training" + (f" at {values}" if values else "")
         self._print(
             f"run {run.name}: {_total_steps(run, self.max_steps)} steps over {run.epochs} epochs "
-            f"on {run.device}; {what}" + (f"; writing {run.path}" if run.path else "")
+            f"on {run.device}{_ranks(run)}; {what}" + (f"; writing {run.path}" if run.path else "")
         )
 
     @hookimpl
@@ -278,3 +278,8 @@ def make_progress(console: Console, max_steps: int | None = None) -> RichProgres
     if console.is_terminal:
         return RichProgress(console, max_steps)
     return PlainProgress(console, max_steps=max_steps)
+
+
+def _ranks(run: RunInfo) -> str:
+    """`` × 2 ranks (gloo)`` under torchrun with several processes."""
+    return f" × {run.world_size} ranks ({run.backend})" if run.world_size > 1 else ""

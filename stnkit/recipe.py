@@ -31,6 +31,7 @@ from stnkit.errors import Problem, RecipeError, UsageError
 
 __all__ = [
     "ComponentSection",
+    "DistributedConfig",
     "LrDecayConfig",
     "OptimizerConfig",
     "PerturbationConfig",
@@ -138,6 +139,17 @@ class LrDecayConfig(_Strict):
         return self
 
 
+class DistributedConfig(_Strict):
+    """How ranks talk under ``torchrun`` (ignored in a plain single-process run)."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: nccl on CUDA, gloo on the CPU"
+    )
+    timeout: float = Field(
+        300.0, gt=0, description="seconds a collective waits for a lost rank before the run fails"
+    )
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many weight steps")
@@ -151,6 +163,10 @@ class TrainConfig(_Strict):
     lr_decay: LrDecayConfig | None = None
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
     log_every: int = Field(10, ge=1, description="weight steps per stored train-loss point")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype of forward passes (fp16 adds a gradient scaler; CUDA only)"
+    )
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class StoreConfig(_Strict):

@@ -8,15 +8,17 @@ import datetime as _dt
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stnkit import distributed
 from stnkit.allocator import tune_allocator
-from stnkit.build import Built, build, resolve
+from stnkit.build import Built, build, resolve, resolve_device
 from stnkit.engine import Engine
-from stnkit.errors import RunFileError, UsageError
+from stnkit.errors import RecipeError, RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
@@ -85,6 +87,7 @@ def _check_writable(out_dir: Path) -> None:
 def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None = None) -> RunInfo:
     space = built.parts.space
     recipe = built.recipe
+    world = distributed.world()
     return RunInfo(
         name=recipe.name,
         path=path,
@@ -100,7 +103,68 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
         seed=recipe.seed,
         metadata=dict(metadata or {}),
         kinds=dict(space.kinds),
+        world_size=world.world_size,
+        backend=world.backend,
     )
+
+
+def _join(recipe: Recipe) -> None:
+    """Under torchrun: join the process group the recipe asks for (before building anything)."""
+    if not distributed.launched():
+        return
+    try:
+        device = distributed.local_device(resolve_device(recipe.device))
+    except RecipeError:
+        return  # resolve() reports it, identically on every rank
+    config = recipe.train.distributed
+    distributed.setup(config.backend, config.timeout, device)
+
+
+def _distribute(built: Built) -> None:
+    """Under torchrun: check the batches divide, give every rank rank 0's initial weights and
+    h/s, and set up the perturbation streams (see :mod:`stnkit.distributed`)."""
+    world = distributed.world()
+    if not world.active:
+        return
+    dataset = built.dataset
+    # the first batch of an epoch and of the hyper stream is a full one; peek with copies of the
+    # engine's generators so the run's own streams are untouched
+    seed = built.recipe.seed
+    first_train = next(iter(dataset.train_batches(1, _generator(seed))), None)
+    hyper_size = None
+    if built.response.tunes and built.recipe.train.hyper_steps > 0:
+        hyper_size = next(iter(dataset.hyper_batches(_generator(seed + 1)))).size
+    distributed.check_batches(0 if first_train is None else first_train.size, hyper_size)
+    model, space = built.parts.model, built.parts.space
+    distributed.broadcast_tensors_([*model.parameters(), *model.buffers(), *space.parameters()])
+    distributed.install_perturbation_stream(space, seed)
+
+
+@contextlib.contextmanager
+def _world() -> Iterator[None]:
+    """Leave the process group at the end: cleanly after a normal end; after an error only
+    forget it, since a clean exit would wait for ranks that may be gone."""
+    try:
+        yield
+    except BaseException:
+        distributed.teardown(clean=False)
+        raise
+    distributed.teardown()
+
+
+def _generator(seed: int) -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _build_everywhere(make: Any) -> Built:
+    def build_and_distribute() -> Built:
+        built: Built = make()
+        _distribute(built)
+        return built
+
+    return distributed.collectively(build_and_distribute, "building the run")
 
 
 def run(
@@ -124,17 +188,34 @@ def run(
     SIGTERM) finishes the current step, checkpoints and ends the run as ``interrupted``.
     """
     plugins = plugins or load_plugins()
-    built = prepare(recipe, overrides, plugins)
+    parsed = _as_recipe(recipe, overrides)
+    _join(parsed)
+    with _world():
+        return _run(parsed, plugins, out_dir, observers, store, metadata)
+
+
+def _run(
+    parsed: Recipe,
+    plugins: Plugins,
+    out_dir: str | Path | None,
+    observers: Iterable[object],
+    store: bool,
+    metadata: Mapping[str, str] | None,
+) -> RunResult:
+    built = _build_everywhere(lambda: prepare(parsed, (), plugins))
     recipe_obj = built.recipe
-    path: Path | None = None
-    run_store: object | None = None
-    if store:
+
+    def open_store() -> tuple[Path | None, object | None]:
+        if not (store and distributed.world().is_main):
+            return None, None  # under torchrun rank 0 alone writes the run file
         folder = Path(out_dir) if out_dir is not None else recipe_obj.store.dir
         if not folder.is_absolute() and out_dir is None:
             folder = Path.cwd() / folder
         _check_writable(folder)
         path = run_path(folder, recipe_obj.name)
-        run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+        return path, plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+
+    path, run_store = distributed.collectively(open_store, "creating the run file")
     info = run_info(built, path, metadata)
     return _execute(built, plugins, info, run_store, observers, state=None)
 
@@ -162,11 +243,35 @@ def resume(
         raise RunFileError(f"{path} holds no recipe to resume with")
     base_dir = record.base_dir or path.parent
     recipe = parse_recipe(data, base_dir=base_dir, source=str(record.attrs.get("recipe_source") or path))
-    built = build(resolve(recipe, plugins))
-    run_store = plugins.hook.stnkit_make_store(path=path, recipe=recipe, resume=True)
-    if run_store is None or not hasattr(run_store, "load_checkpoint"):
-        raise RunFileError("the installed run store cannot resume runs")
-    state = run_store.load_checkpoint()
+    recorded_world = int(record.attrs.get("world_size", 1))
+    _join(recipe)
+    with _world():
+        now = distributed.world().world_size
+        if recorded_world != now:
+            raise RunFileError(
+                f"{path} was trained on {recorded_world} process(es); resume it with the same world "
+                f"size (now {now}): the data split and the random streams depend on it"
+            )
+        return _resume(path, recipe, record, plugins, observers)
+
+
+def _resume(
+    path: Path, recipe: Recipe, record: Any, plugins: Plugins, observers: Iterable[object]
+) -> RunResult:
+    built = _build_everywhere(lambda: build(resolve(recipe, plugins)))
+
+    def open_store() -> tuple[object | None, dict[str, Any] | None]:
+        # rank 0 alone opens the run file; the others receive its checkpoint
+        if not distributed.world().is_main:
+            return None, None
+        opened = plugins.hook.stnkit_make_store(path=path, recipe=recipe, resume=True)
+        if opened is None or not hasattr(opened, "load_checkpoint"):
+            raise RunFileError("the installed run store cannot resume runs")
+        return opened, opened.load_checkpoint()
+
+    run_store, state = distributed.collectively(open_store, "opening the run file")
+    state = distributed.broadcast_object(state)
+    assert state is not None
     info = dataclasses.replace(
         run_info(built, path, record.metadata),
         start_step=int(state["step"]),
@@ -203,7 +308,8 @@ def _execute(
         if run_store is not None:
             plugins.pm.register(run_store, name=f"store:{info.path}")
             registered.append(run_store)
-        for index, observer in enumerate(observers):
+        # under torchrun rank 0 alone prints progress
+        for index, observer in enumerate(observers if distributed.world().is_main else ()):
             plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
             registered.append(observer)
         with _stop_on_signals(engine):
@@ -225,10 +331,20 @@ def _stop_on_signals(engine: Engine) -> Iterator[None]:
         yield
         return
     previous: dict[int, Any] = {}
+    first: list[float] = []
+    # torchrun forwards the terminal's Ctrl-C to its workers, which got it from the terminal
+    # too: under torchrun a repeat within a few seconds is that echo, not a second request
+    grace = 5.0 if distributed.world().active else 0.0
 
     def handler(signum: int, frame: Any) -> None:
-        engine.request_stop()
-        signal.signal(signum, previous[signum])
+        if not first:
+            first.append(time.monotonic())
+            engine.request_stop()
+            if not grace:
+                signal.signal(signum, previous[signum])
+        elif time.monotonic() - first[0] > grace:
+            signal.signal(signum, previous[signum])
+            raise KeyboardInterrupt
 
     for signum in (int(signal.SIGINT), int(signal.SIGTERM)):
         previous[signum] = signal.getsignal(signum)

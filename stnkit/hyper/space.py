@@ -80,6 +80,14 @@ class HyperSpace(nn.Module):
         tuned = [kind.config.tune for kind in kinds.values()]
         self.register_buffer("per_example", torch.tensor(per_example, dtype=torch.bool))
         self.register_buffer("tuned", torch.tensor(tuned, dtype=torch.bool))
+        # under torchrun: (rank, world size, generator shared by all ranks), see set_shard
+        self._shard: tuple[int, int, torch.Generator] | None = None
+
+    def set_shard(self, rank: int, world_size: int, generator: torch.Generator) -> None:
+        """Draw perturbations as one process would for the global batch: each :meth:`sample` of
+        ``B`` rows draws ``world_size·B`` rows from ``generator`` (identical on every rank) and
+        keeps this rank's slice, so per-batch entries share one draw across the global batch."""
+        self._shard = (rank, world_size, generator)
 
     @property
     def size(self) -> int:
@@ -103,9 +111,12 @@ class HyperSpace(nn.Module):
         Differentiable in ``h`` and ``s``; detach for weight steps.
         """
         h = self.center()
-        eps = torch.randn(batch_size, self.size, generator=generator, device=h.device)
+        rank, world_size = 0, 1
+        if generator is None and self._shard is not None:
+            rank, world_size, generator = self._shard
+        eps = torch.randn(batch_size * world_size, self.size, generator=generator, device=h.device)
         shared = eps[:1].expand_as(eps)
-        eps = torch.where(self.per_example, eps, shared)
+        eps = torch.where(self.per_example, eps, shared)[rank * batch_size : (rank + 1) * batch_size]
         return h + self.sigma() * eps
 
     def expand(self, batch_size: int) -> Tensor:

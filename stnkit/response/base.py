@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from stnkit import distributed
 from stnkit.augment import Augmentation
 from stnkit.config import Component
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
-from stnkit.model import StnModel
+from stnkit.model import ModelOutput, StnModel
 from stnkit.objective import Objective
+from stnkit.precision import Precision
 from stnkit.recipe import PerturbationConfig
 from stnkit.task import Task
 
@@ -39,6 +41,17 @@ class TrainingParts:
     #: the regularizer penalty (``ModelOutput.penalty``, 0 without one) of the latest weight step,
     #: set by :func:`train_on`; NaN when a response model's step does not report it
     last_penalty: float = math.nan
+    precision: Precision = field(default_factory=Precision)
+
+    def forward(self, inputs: Tensor, hp: HyperBatch, stream: str) -> ModelOutput:
+        """The model's forward pass under the run's autocast, with an fp32 prediction and penalty:
+        losses and the hypergradient path stay in fp32 whatever ``train.precision`` is."""
+        with self.precision.autocast():
+            output: ModelOutput = self.model(inputs, hp, stream=stream)
+        if self.precision.dtype is None:
+            return output
+        penalty = None if output.penalty is None else output.penalty.float()
+        return ModelOutput(output.prediction.float(), penalty)
 
     def augment(self, inputs: Tensor, hp: HyperBatch) -> Tensor:
         for augmentation in self.augmentations:
@@ -84,14 +97,14 @@ def train_on(parts: TrainingParts, batch: Batch, hp: HyperBatch) -> Tensor:
     """
     parts.model.train()
     inputs = parts.augment(batch.inputs, hp)
-    output = parts.model(inputs, hp, stream="train")
+    output = parts.forward(inputs, hp, stream="train")
     loss = parts.task.loss(output.prediction, batch.targets)
     total = loss if output.penalty is None else loss + output.penalty
     parts.last_penalty = 0.0 if output.penalty is None else float(output.penalty.detach())
     parts.weight_optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    if parts.clip is not None:
-        params = [p for group in parts.weight_optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, parts.clip)
-    parts.weight_optimizer.step()
+    parts.precision.scale(total, "weight").backward()  # type: ignore[no-untyped-call]
+    params = [p for group in parts.weight_optimizer.param_groups for p in group["params"]]
+    # under torchrun: the mean over ranks of their slices' gradients is the global batch's
+    distributed.average_weight_gradients_(params)
+    parts.precision.step(parts.weight_optimizer, params, parts.clip, "weight")
     return loss.detach()

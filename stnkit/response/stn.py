@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from stnkit import distributed
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch
@@ -56,21 +57,21 @@ class STNResponse(ResponseModel):
         tune_scale = parts.perturbation.tune
         lam = space.sample(batch.size) if tune_scale else space.expand(batch.size)
         parts.model.eval()
-        output = parts.model(batch.inputs, space.batch(lam, hnet=self._hnet(lam)), stream="hyper")
+        output = parts.forward(batch.inputs, space.batch(lam, hnet=self._hnet(lam)), stream="hyper")
         val_loss = parts.objective(output, batch)
         params = [space.h, space.s] if tune_scale else [space.h]
         loss = val_loss
         if tune_scale and parts.perturbation.entropy_weight > 0:
             loss = loss - parts.perturbation.entropy_weight * space.entropy()
         # grad w.r.t. h and s only: weight gradients are neither needed nor accumulated
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = torch.autograd.grad(parts.precision.scale(loss, "hyper"), params, allow_unused=True)
         assert parts.hyper_optimizer is not None
         parts.hyper_optimizer.zero_grad(set_to_none=True)
         for param, grad in zip(params, grads, strict=True):
             param.grad = torch.zeros_like(param) if grad is None else grad
-        if parts.hyper_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, parts.hyper_clip)
-        parts.hyper_optimizer.step()
+        # every rank must take the same hyper step: h and s stay identical across ranks
+        distributed.average_gradients_([p.grad for p in params])
+        parts.precision.step(parts.hyper_optimizer, params, parts.hyper_clip, "hyper")
         return val_loss.detach()
 
     def eval_batch(self, batch_size: int) -> HyperBatch:

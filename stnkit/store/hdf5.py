@@ -240,6 +240,8 @@ class HDF5Store:
         attrs["torch_version"] = str(torch.__version__)
         attrs["h5py_version"] = h5py.__version__
         attrs["device"] = run.device
+        attrs["world_size"] = run.world_size
+        attrs["backend"] = run.backend
         attrs["seed"] = run.seed
         attrs["recipe"] = self.recipe.to_yaml()
         attrs["recipe_source"] = self.recipe.source or ""

@@ -231,6 +231,8 @@ class RunRecord:
             "response": str(self.attrs.get("response", "")),
             "seed": int(self.attrs.get("seed", 0)),
             "device": str(self.attrs.get("device", "")),
+            "world_size": int(self.attrs.get("world_size", 1)),
+            "backend": str(self.attrs.get("backend", "")),
             "stnkit_version": str(self.attrs.get("stnkit_version", "")),
             "torch_version": str(self.attrs.get("torch_version", "")),
             "steps": self.steps,

@@ -1,0 +1,464 @@
+"""Data-parallel runs under ``torchrun``: one experiment across processes, GPUs and nodes.
+
+The engine asks this module; the store writes on rank 0 only. Outside torchrun every function is
+a no-op (or returns its input), so a plain run never touches ``torch.distributed``.
+
+What stays exactly as in one process with the same global batch:
+
+- every weight and hyper batch is the global batch the recipe asks for, drawn identically on every
+  rank from the same seeded order, then split into equal contiguous slices along dim 0 (PTB's token
+  streams split along their batch dimension); a global batch that does not divide by the world
+  size is a recipe error before anything starts, and a short last batch of an epoch drops its
+  remainder (at most ``world_size − 1`` examples);
+- weight gradients are averaged across ranks after each backward (:func:`average_gradients_`),
+  before clipping and the optimizer step, so every rank applies the same update; h/s gradients
+  likewise before each hyper step — ranks hold identical weights, h and s, checked every epoch;
+- the perturbations ``ε`` of ``λ̃ = h + σ ⊙ ε`` come from one generator shared by all ranks: each
+  step draws the global batch's rows and each rank takes its own slice, so the draws are those of
+  a single process and a per-batch hyperparameter takes one value per *global* batch;
+- evaluation passes are split across ranks and their sums added, in rank order.
+
+What differs: dropout masks, augmentation noise and other randomness inside the model come from
+each rank's own stream (seeded from the recipe's seed and the rank, advancing with every step),
+and float sums are reduced in another order — trajectories agree to rounding, not bit for bit.
+
+Why not ``DistributedDataParallel``: hyper steps differentiate in ``h``/``s`` only
+(``torch.autograd.grad``), which leaves DDP's reducer waiting for weight gradients; Δ-STN's weight
+step runs two updates with two optimizers and a ``torch.func.jvp``, which DDP does not compose
+with; and models carry stream state through their own methods. One bucketed all-reduce of the
+weight gradients after backward is exactly DDP's arithmetic (a mean over ranks), works for every
+response model, and lets Δ-STN keep its JVP under data parallelism.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from stnkit.errors import DistributedError, RecipeError, RunFileError, StnkitError
+
+__all__ = [
+    "World",
+    "agree",
+    "average_gradients_",
+    "average_weight_gradients_",
+    "collectively",
+    "jvp_composes",
+    "launched",
+    "mean",
+    "world",
+]
+
+T = TypeVar("T")
+
+_BUCKET_BYTES = 25 * 2**20  # DDP's default bucket size
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run. ``backend`` is ``""`` outside torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this rank writes the run file and prints progress (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """Whether a process group is up (under torchrun, even with one process)."""
+        return self.backend != ""
+
+
+_WORLD = World()
+_PERTURBATION: torch.Generator | None = None
+
+
+def world() -> World:
+    """The current world: ``World()`` (rank 0 of 1) unless :func:`setup` joined a process group."""
+    return _WORLD
+
+
+def launched() -> bool:
+    """Whether torchrun (or another launcher setting its variables) started this process."""
+    return all(key in os.environ for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def _env_int(key: str, default: int) -> int:
+    try:
+        return int(os.environ.get(key, default))
+    except ValueError:
+        message = f"{key}={os.environ[key]!r} is not an integer"
+        raise RecipeError.single("train.distributed", message) from None
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Each rank's own device: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun."""
+    if device.type != "cuda" or not launched():
+        return device
+    world_size = _env_int("WORLD_SIZE", 1)
+    index: int | None = device.index  # None for a bare "cuda" (the stubs say int)
+    if index is not None:
+        if world_size > 1:
+            raise RecipeError.single(
+                "device",
+                f"under torchrun use device: cuda (each rank takes cuda:LOCAL_RANK), not {device}",
+            )
+        return device
+    local = _env_int("LOCAL_RANK", 0)
+    if local >= torch.cuda.device_count():
+        raise RecipeError.single(
+            "device", f"LOCAL_RANK {local} has no GPU: this node has {torch.cuda.device_count()}"
+        )
+    return torch.device("cuda", local)
+
+
+def setup(backend: str, timeout: float, device: torch.device) -> World:
+    """Join torchrun's process group (idempotent); a no-op outside torchrun.
+
+    ``backend``: ``auto`` (nccl on CUDA, gloo on the CPU), ``gloo`` or ``nccl``. ``timeout``:
+    seconds any collective waits before the run fails — the bound on how long the surviving ranks
+    wait for a rank that died.
+    """
+    global _WORLD
+    if not launched():
+        return _WORLD
+    if _WORLD.active and dist.is_initialized():
+        return _WORLD
+    chosen = ("nccl" if device.type == "cuda" else "gloo") if backend == "auto" else backend
+    if chosen == "nccl" and device.type != "cuda":
+        raise RecipeError.single("train.distributed.backend", f"nccl needs device: cuda, not {device}")
+    if chosen == "nccl" and not dist.is_nccl_available():
+        raise RecipeError.single("train.distributed.backend", "this torch build has no NCCL")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    kwargs: dict[str, Any] = {}
+    if chosen == "nccl":
+        kwargs["device_id"] = device  # binds the communicator to this rank's GPU up front
+    try:
+        dist.init_process_group(chosen, timeout=_dt.timedelta(seconds=timeout), **kwargs)
+    except (RuntimeError, ValueError) as error:
+        raise DistributedError(f"cannot join the process group ({chosen}): {error}") from None
+    _WORLD = World(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), chosen)
+    return _WORLD
+
+
+def teardown(clean: bool = True) -> None:
+    """Leave the process group (end of a run). ``clean=False`` after an error: only forget it —
+    the process is about to exit, and a clean exit could wait for ranks that are gone."""
+    global _WORLD, _PERTURBATION
+    if clean and _WORLD.active and dist.is_initialized():
+        with contextlib.suppress(RuntimeError):
+            dist.destroy_process_group()
+    _WORLD = World()
+    _PERTURBATION = None
+
+
+# -- collectives ---------------------------------------------------------------------------------
+
+
+def _guard(what: str, fn: Callable[[], T]) -> T:
+    """Run a collective; a lost rank or a timeout becomes one clear :class:`DistributedError`."""
+    try:
+        return fn()
+    except StnkitError:
+        raise
+    except (RuntimeError, OSError) as error:  # gloo/nccl raise DistBackendError (a RuntimeError)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DistributedError(
+            f"rank {_WORLD.rank}: {what} failed — another rank stopped or is unreachable ({first})",
+            lost=True,
+        ) from None
+
+
+def _comm_device() -> torch.device:
+    if _WORLD.backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def mean(value: Tensor | float) -> float:
+    """The mean of a scalar over ranks (the global batch's mean loss for equal slices)."""
+    if not _WORLD.active:
+        return float(value)
+    tensor = torch.as_tensor(value, dtype=torch.float64).detach().reshape(1).to(_comm_device())
+    _guard("averaging the loss", lambda: dist.all_reduce(tensor))
+    return float(tensor) / _WORLD.world_size
+
+
+def agree(any_rank: bool, main_rank: bool = False) -> tuple[bool, bool]:
+    """``(any rank's any_rank, rank 0's main_rank)``: control decisions every rank takes together
+    (a stop request that reached one rank, a time-based checkpoint decided by rank 0's clock)."""
+    if not _WORLD.active:
+        return any_rank, main_rank
+    flags = torch.tensor(
+        [float(any_rank), float(main_rank and _WORLD.is_main)], dtype=torch.float64, device=_comm_device()
+    )
+    _guard("agreeing on a stop", lambda: dist.all_reduce(flags))
+    return bool(flags[0] > 0), bool(flags[1] > 0)
+
+
+def average_gradients_(tensors: Iterable[Tensor | None]) -> None:
+    """Replace each tensor by its mean over ranks, in place; a no-op in one process.
+
+    Response models call it on the h/s gradients right before their hyper optimizer step (and
+    the weight step rule on the weight gradients). ``None`` entries are skipped — they are ``None``
+    on every rank, since every rank runs the same graph. Tensors are reduced in buckets of about
+    25 MiB, flattened per dtype, so a large model needs a few collectives, not one per tensor.
+    """
+    if not _WORLD.active or _WORLD.world_size == 1:
+        return
+    present = [t for t in tensors if t is not None]
+    scale = 1.0 / _WORLD.world_size
+    bucket: list[Tensor] = []
+    size = 0
+    for tensor in present:
+        if bucket and (tensor.dtype != bucket[0].dtype or tensor.device != bucket[0].device):
+            _reduce_bucket(bucket, scale)
+            bucket, size = [], 0
+        bucket.append(tensor)
+        size += tensor.numel() * tensor.element_size()
+        if size >= _BUCKET_BYTES:
+            _reduce_bucket(bucket, scale)
+            bucket, size = [], 0
+    if bucket:
+        _reduce_bucket(bucket, scale)
+
+
+def _reduce_bucket(bucket: list[Tensor], scale: float) -> None:
+    flat = torch.cat([t.detach().reshape(-1) for t in bucket])
+    if flat.device.type != _comm_device().type:
+        moved = flat.to(_comm_device())
+        _guard("averaging gradients", lambda: dist.all_reduce(moved))
+        flat = moved.to(flat.device)
+    else:
+        _guard("averaging gradients", lambda: dist.all_reduce(flat))
+    flat.mul_(scale)
+    offset = 0
+    for tensor in bucket:
+        n = tensor.numel()
+        with torch.no_grad():
+            tensor.copy_(flat[offset : offset + n].view_as(tensor))
+        offset += n
+
+
+def average_weight_gradients_(params: Iterable[Tensor]) -> None:
+    """:func:`average_gradients_` on the ``.grad`` of ``params`` (after a backward)."""
+    if _WORLD.active and _WORLD.world_size > 1:
+        average_gradients_(p.grad for p in params)
+
+
+def jvp_composes() -> bool:
+    """Whether ``torch.func.jvp`` may be used in a weight step in this world (Δ-STN's linearized
+    response). Always true here: weight gradients are reduced after the backward pass by
+    :func:`average_weight_gradients_`, not by DDP's autograd hooks, which is what a JVP does not
+    compose with. A response model asks this rather than ``world().world_size > 1``, so the
+    policy lives in one place should the reduction ever move into DDP."""
+    return True
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in one process."""
+    if not _WORLD.active:
+        return [obj]
+    out: list[Any] = [None] * _WORLD.world_size
+    _guard("gathering state", lambda: dist.all_gather_object(out, obj))
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not _WORLD.active:
+        return obj
+    box = [obj if _WORLD.is_main else None]
+    _guard("receiving rank 0's state", lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]
+
+
+def broadcast_tensors_(tensors: Iterable[Tensor]) -> None:
+    """Overwrite each tensor with rank 0's copy (parameters and buffers at the start)."""
+    if not _WORLD.active or _WORLD.world_size == 1:
+        return
+    for tensor in tensors:
+        if not tensor.is_floating_point():
+            continue  # masks and counters are built identically on every rank
+        data = tensor.detach()
+        moved = data.to(_comm_device())
+        _guard("broadcasting the initial weights", lambda m=moved: dist.broadcast(m, src=0))  # type: ignore[misc]
+        if moved is not data:
+            data.copy_(moved)
+
+
+def collectively(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` on every rank; if it raised a user error on any rank, raise on all of them.
+
+    Without this a recipe or data problem found on one rank only (a missing file on one node)
+    would leave the others waiting in their first collective until the timeout.
+    """
+    if not _WORLD.active:
+        return fn()
+    error: Exception | None = None
+    result: T | None = None
+    try:
+        result = fn()
+    except Exception as caught:  # any failure: the others must not wait for this rank
+        error = caught
+    report = None if error is None else f"{type(error).__name__}: {error}"
+    reports = gather_objects(report)
+    if error is not None:
+        raise error
+    failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
+    if failed:
+        rank, message = failed[0]
+        raise DistributedError(f"rank {rank} failed while {what}: {message}")
+    return result  # type: ignore[return-value]
+
+
+# -- the engine's hooks --------------------------------------------------------------------------
+
+
+def check_batches(first_train: int, first_hyper: int | None) -> None:
+    """The global training and hyper batch sizes must divide by the world size."""
+    size = _WORLD.world_size
+    problems = [
+        ("data", f"the {kind} batch of {n} examples does not divide by the world size {size}")
+        for kind, n in (("training", first_train), ("hyper-step", first_hyper))
+        if n is not None and n % size
+    ]
+    if problems:
+        hint = "; make the batch size a multiple of --nproc_per_node × --nnodes"
+        raise RecipeError([(loc, msg + hint) for loc, msg in problems])
+
+
+def shard(batch: Any) -> Any:
+    """This rank's equal, contiguous slice of a global batch along dim 0 (a :class:`Batch`).
+
+    A short last batch that does not divide drops its last ``size % world_size`` rows.
+    """
+    size = _WORLD.world_size
+    if size == 1:
+        return batch
+    per_rank = batch.size // size
+    if per_rank == 0:
+        raise DistributedError(f"a batch of {batch.size} examples cannot feed {size} ranks")
+    start = _WORLD.rank * per_rank
+    return type(batch)(
+        batch.inputs[start : start + per_rank], batch.targets[start : start + per_rank], batch.first
+    )
+
+
+def eval_shard(batch: Any) -> Any | None:
+    """This rank's part of an evaluation batch (near-equal, contiguous), or ``None`` if empty:
+    evaluation sums statistics, so uneven parts lose nothing."""
+    size = _WORLD.world_size
+    if size == 1:
+        return batch
+    n = batch.size
+    bounds = [n * r // size for r in range(size + 1)]
+    start, stop = bounds[_WORLD.rank], bounds[_WORLD.rank + 1]
+    if start == stop:
+        return None
+    return type(batch)(batch.inputs[start:stop], batch.targets[start:stop], batch.first)
+
+
+def sum_stats(sums: dict[str, float]) -> dict[str, float]:
+    """Evaluation sums added over ranks, in rank order (the same float result on every rank)."""
+    if _WORLD.world_size == 1:
+        return sums
+    total: dict[str, float] = {}
+    for part in gather_objects(sums):
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def install_perturbation_stream(space: Any, seed: int) -> None:
+    """Feed ``space.sample`` from one generator shared by all ranks (see the module docstring),
+    and give every rank other than 0 its own stream for the randomness inside the model."""
+    global _PERTURBATION
+    if not _WORLD.active:
+        return
+    device = space.h.device
+    _PERTURBATION = torch.Generator(device=device).manual_seed(seed + 2)
+    space.set_shard(_WORLD.rank, _WORLD.world_size, _PERTURBATION)
+    if _WORLD.rank > 0:
+        # rank 0 keeps the single-process stream; the others start from (seed, rank)
+        rank_seed = (seed * 1_000_003 + _WORLD.rank * 7_919) % (2**63 - 1)
+        torch.manual_seed(rank_seed)
+
+
+def check_identical(tensors: Sequence[Tensor], weights: Iterable[Tensor], where: str) -> None:
+    """Raise if ranks disagree on ``tensors`` (h and s, compared exactly) or on a checksum of the
+    weights: a silent drift would make the run mean nothing. Cheap: a few numbers per rank."""
+    if _WORLD.world_size == 1:
+        return
+    hs = torch.cat([t.detach().double().reshape(-1).cpu() for t in tensors])
+    sums = [w.detach().double().sum() for w in weights]
+    checksum = float(torch.stack(sums).sum()) if sums else 0.0  # one device-to-host copy
+    parts = gather_objects((hs.tolist(), checksum))
+    reference = parts[0]
+    for rank, part in enumerate(parts[1:], start=1):
+        if part[0] != reference[0]:
+            raise DistributedError(f"{where}: h/s differ between rank 0 and rank {rank}")
+        if part[1] != reference[1]:
+            raise DistributedError(f"{where}: the weights differ between rank 0 and rank {rank}")
+
+
+def state() -> dict[str, Any]:
+    """What every rank needs to resume: its random states, and the shared perturbation stream.
+    Called on every rank at each checkpoint (a collective)."""
+    on_gpu = _WORLD.backend == "nccl" and torch.cuda.is_available()
+    own = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if on_gpu else None}
+    return {
+        "world_size": _WORLD.world_size,
+        "backend": _WORLD.backend,
+        "rng": gather_objects(own) if _WORLD.active else [],
+        "perturbation": None if _PERTURBATION is None else _PERTURBATION.get_state(),
+    }
+
+
+def load_state(saved: dict[str, Any] | None) -> None:
+    """Restore :func:`state` on this rank; another world size is an error."""
+    world_size = 1 if saved is None else int(saved.get("world_size", 1))
+    if world_size != _WORLD.world_size:
+        raise RunFileError(
+            f"this run was trained on {world_size} process(es); resume it with the same world size "
+            f"(now {_WORLD.world_size}): the data split and random streams depend on it"
+        )
+    if saved is None or not _WORLD.active:
+        return
+    rng = saved.get("rng") or []
+    if len(rng) == _WORLD.world_size:
+        own = rng[_WORLD.rank]
+        torch.set_rng_state(own["torch"])
+        if own.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own["cuda"])
+    if _PERTURBATION is not None and saved.get("perturbation") is not None:
+        _PERTURBATION.set_state(saved["perturbation"])
+
+
+class _Silent:
+    """A hook relay whose every hook does nothing: ranks other than 0 observe nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., list[Any]]:
+        return lambda **kwargs: []
+
+
+SILENT_HOOK: Any = _Silent()
+
+
+def hook_for(hook: Any) -> Any:
+    """``hook`` on rank 0, a silent relay elsewhere (no store, no progress, no observers)."""
+    return hook if _WORLD.is_main else SILENT_HOOK

@@ -75,7 +75,9 @@ def search(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--factors", type=float, nargs="+", default=[1.0, 3.0, 10.0])
@@ -98,7 +100,9 @@ def main() -> None:
                 rows.append(row)
 
     metrics = sorted({m for r in rows for m in r["test"]})
-    print(f"\n{args.recipe}: seeds {' '.join(map(str, args.seeds))}; mean over seeds (min–max of best val loss)")
+    print(
+        f"\n{args.recipe}: seeds {' '.join(map(str, args.seeds))}; mean over seeds (min–max of best val loss)"
+    )
     header = f"{'method':8s} {'budget':>8s} {'trials':>7s} {'wall s':>8s} {'best val loss':>22s}"
     header += "".join(f" {'test ' + m:>12s}" for m in metrics)
     print(header)

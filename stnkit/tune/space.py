@@ -89,7 +89,9 @@ def search_space(recipe: Recipe, plugins: Plugins) -> SearchSpace:
     range, and :class:`~stnkit.errors.UsageError` when nothing is left to tune.
     """
     # before stage 2, which would report an STN recipe without tuned values as the STN's problem
-    if not any(isinstance(e, dict) and e.get("tune", True) is not False for e in recipe.hyperparameters.values()):
+    if not any(
+        isinstance(e, dict) and e.get("tune", True) is not False for e in recipe.hyperparameters.values()
+    ):
         raise UsageError(
             f"{recipe.source or recipe.name}: nothing to tune: declare a hyperparameter with tune: true"
         )

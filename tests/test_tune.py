@@ -186,20 +186,19 @@ def test_sigkill_mid_trial_then_resume_keeps_finished_trials(
 
 
 def test_two_jobs_run_two_trials_at_once(tmp_path: Path, ridge: tuple[dict[str, np.ndarray], Path]) -> None:
-    """Trials long enough never to end by themselves: only parallel workers can have two under
-    way, each holding its running-trial lock. Ctrl-C then stops both cleanly."""
+    """Trials long enough (minutes) not to end before the other starts: only parallel workers can
+    have two under way, each holding its running-trial lock. Ctrl-C then stops both cleanly."""
     _, data = ridge
     out = tmp_path / "runs"
     args = ["tune", str(RECIPE), "--method", "random", "--trials", "4", "--jobs", "2", "--out", str(out)]
-    process = start_cli([*args, *sets(f"data.path={data}", "train.epochs=1000000"), "--quiet"])
+    process = start_cli([*args, *sets(f"data.path={data}", "train.epochs=20000"), "--quiet"])
     try:
         study_dir = wait_for(lambda: (studies(out) or [None])[0], "the study folder")
         wait_for(lambda: (study_dir / "journal.log").exists(), "the journal")
 
         def both_running() -> list[int]:
-            running = [
-                t.number for t in load(study_dir).get_trials(deepcopy=False) if t.state.name == "RUNNING"
-            ]
+            trials = load(study_dir).get_trials(deepcopy=False)
+            running = [t.number for t in trials if t.state.name == "RUNNING" and "run" in t.user_attrs]
             return running if len(running) == 2 else []
 
         numbers = wait_for(both_running, "two trials running at once")

@@ -257,7 +257,8 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     def forward(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    # installed explicitly: a process started in the background inherits SIGINT ignored
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(w.poll() is None for w in workers):
             snap = snapshot(study, manifest, started, deadline)
@@ -281,7 +282,8 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
             for w in workers:
                 w.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _save_spent(folder, manifest, started)
     # a worker that crashed leaves its trial RUNNING without a holder: fail it now, retried later
     abandon_stale_trials(study, folder, manifest.method)

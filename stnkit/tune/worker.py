@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from stnkit.errors import StnkitError
-from stnkit.events import EpochEnd, RunEnd, RunInfo, StopRun
+from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
 from stnkit.hookspecs import hookimpl
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import parse_recipe
@@ -47,15 +47,22 @@ class TrialObserver:
     """Lifecycle plugin of one trial's run: records the run file in the trial, reports each
     epoch's validation loss to Optuna and ends the run as ``pruned`` when the pruner says so."""
 
-    def __init__(self, trial: Any, folder: Path, prune: bool) -> None:
+    def __init__(self, trial: Any, folder: Path, prune: bool, stop: dict[str, bool] | None = None) -> None:
         self.trial = trial
         self.folder = folder
         self.prune = prune
+        self.stop = stop if stop is not None else {}
 
     @hookimpl
     def stnkit_run_start(self, run: RunInfo) -> None:
         if run.path is not None:
             self.trial.set_user_attr("run", os.path.relpath(run.path, self.folder))
+
+    @hookimpl
+    def stnkit_step_end(self, run: RunInfo, step: StepEnd) -> None:
+        # a Ctrl-C that came before the run could install its own handler
+        if self.stop.get("asked"):
+            raise StopRun("interrupted", f"stopped by the user at weight step {step.step}")
 
     @hookimpl
     def stnkit_epoch_end(self, run: RunInfo, epoch: EpochEnd) -> None:
@@ -130,7 +137,7 @@ def work(folder: Path, worker: int, deadline: float | None, plugins: Plugins | N
             name = f"{base['name']}-trial-{number:04d}"
             data = trial_recipe_data(base, space, values, name)
             recipe = parse_recipe(data, base_dir=Path(manifest.base_dir), source=manifest.recipe_source)
-            observer = TrialObserver(trial, folder, manifest.prune == "median")
+            observer = TrialObserver(trial, folder, manifest.prune == "median", stop)
             try:
                 result = run_recipe(
                     recipe,

@@ -143,7 +143,7 @@ def test_sigkill_mid_trial_then_resume_keeps_finished_trials(
     _, data = ridge
     out = tmp_path / "runs"
     args = ["tune", str(RECIPE), "--method", "random", "--trials", "3", "--seed", "1", "--out", str(out)]
-    process = start_cli([*args, *sets(f"data.path={data}", "train.epochs=80"), "--quiet"])
+    process = start_cli([*args, *sets(f"data.path={data}", "train.epochs=300"), "--quiet"])
     try:
         study_dir = wait_for(lambda: (studies(out) or [None])[0], "the study folder")
         wait_for(lambda: (study_dir / "journal.log").exists(), "the journal")
@@ -167,7 +167,7 @@ def test_sigkill_mid_trial_then_resume_keeps_finished_trials(
     before = load(study_dir).get_trials(deepcopy=False)
     finished = {t.number: (t.params, t.value) for t in before if t.state.name == "COMPLETE"}
     killed = [t for t in before if t.state.name == "RUNNING"]
-    assert finished and len(killed) == 1
+    assert finished and len(killed) == 1, [(t.number, t.state.name, t.user_attrs) for t in before]
 
     assert main(["tune", "--resume", str(study_dir), "--quiet"]) == 0
     after = load(study_dir).get_trials(deepcopy=False)

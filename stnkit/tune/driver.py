@@ -28,6 +28,7 @@ from stnkit.recipe import load_recipe
 from stnkit.tune.progress import Snapshot, StudyView, TrialRow
 from stnkit.tune.space import search_space
 from stnkit.tune.study import (
+    DEADLINE,
     METHODS,
     PRUNERS,
     Manifest,
@@ -36,6 +37,7 @@ from stnkit.tune.study import (
     import_optuna,
     load_optuna_study,
     make_storage,
+    read_deadline,
     read_manifest,
     try_hold,
     utc_now,
@@ -184,13 +186,19 @@ def trial_rows(study: Any) -> list[TrialRow]:
     return rows
 
 
-def snapshot(study: Any, manifest: Manifest, started: float, deadline: float | None) -> Snapshot:
+def snapshot(
+    study: Any, folder: Path, manifest: Manifest, started: float, budget_left: float | None
+) -> Snapshot:
+    """The study now; ``elapsed`` counts this session's wall time."""
     rows = trial_rows(study)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
-    left = None if deadline is None else max(0.0, deadline - time.time())
-    return Snapshot(rows, manifest.trials, left, manifest.spent_seconds + time.time() - started, counts)
+    left = budget_left
+    if left is not None:
+        deadline = read_deadline(folder)
+        left = left if deadline is None else max(0.0, deadline - time.time())
+    return Snapshot(rows, manifest.trials, left, time.time() - started, counts)
 
 
 def _threads(jobs: int) -> int:
@@ -202,13 +210,15 @@ def _threads(jobs: int) -> int:
     return max(1, available // jobs)
 
 
-def _start_worker(folder: Path, index: int, deadline: float | None, threads: int) -> subprocess.Popen[bytes]:
+def _start_worker(
+    folder: Path, index: int, budget_left: float | None, threads: int
+) -> subprocess.Popen[bytes]:
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "stnkit.tune.worker", str(folder), "--worker", str(index)]
     command += ["--threads", str(threads)]
-    if deadline is not None:
-        command += ["--deadline", repr(deadline)]
+    if budget_left is not None:
+        command += ["--budget-left", repr(budget_left)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with (logs / f"worker-{index}.log").open("ab") as log:
         return subprocess.Popen(
@@ -230,9 +240,10 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     study = load_optuna_study(manifest, folder)
     stale = abandon_stale_trials(study, folder, manifest.method)
     started = time.time()
-    deadline = None
+    budget_left = None
     if manifest.budget_seconds is not None:
-        deadline = started + max(0.0, manifest.budget_seconds - manifest.spent_seconds)
+        budget_left = max(0.0, manifest.budget_seconds - manifest.spent_seconds)
+    (folder / DEADLINE).unlink(missing_ok=True)  # an earlier session's
     manifest.sessions += 1
     write_manifest(folder, manifest)
     threads = _threads(manifest.jobs)
@@ -249,7 +260,7 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     if stale:
         header += f"\nabandoned trial(s) {', '.join(map(str, stale))} marked failed and queued again"
     view.start(header)
-    workers = [_start_worker(folder, i, deadline, threads) for i in range(manifest.jobs)]
+    workers = [_start_worker(folder, i, budget_left, threads) for i in range(manifest.jobs)]
     interrupted = False
     last_save = time.monotonic()
     snap: Snapshot | None = None
@@ -261,10 +272,10 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(w.poll() is None for w in workers):
-            snap = snapshot(study, manifest, started, deadline)
+            snap = snapshot(study, folder, manifest, started, budget_left)
             view.update(snap)
             if time.monotonic() - last_save > 2.0:
-                _save_spent(folder, manifest, started)
+                _save_spent(folder, manifest, budget_left)
                 last_save = time.monotonic()
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
@@ -284,10 +295,10 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _save_spent(folder, manifest, started)
+        _save_spent(folder, manifest, budget_left)
     # a worker that crashed leaves its trial RUNNING without a holder: fail it now, retried later
     abandon_stale_trials(study, folder, manifest.method)
-    snap = snapshot(study, manifest, started, deadline)
+    snap = snapshot(study, folder, manifest, started, budget_left)
     view.stop(snap)
     crashed = [i for i, w in enumerate(workers) if w.returncode not in (0, 130, -signal.SIGINT)]
     if interrupted or any(w.returncode in (130, -signal.SIGINT) for w in workers):
@@ -298,9 +309,13 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     return StudyResult(folder, "completed", snap)
 
 
-def _save_spent(folder: Path, manifest: Manifest, started: float) -> None:
+def _save_spent(folder: Path, manifest: Manifest, budget_left: float | None) -> None:
+    """Record the budget time this session has used: since its first worker was ready."""
+    deadline = read_deadline(folder)
+    if budget_left is None or deadline is None:
+        return
     current = read_manifest(folder)
-    current.spent_seconds = manifest.spent_seconds + time.time() - started
+    current.spent_seconds = manifest.spent_seconds + max(0.0, time.time() - (deadline - budget_left))
     write_manifest(folder, current)
 
 

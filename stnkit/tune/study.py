@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,28 @@ def make_pruner(manifest: Manifest) -> Any:
 
 
 # -- running-trial locks --------------------------------------------------------------------------
+
+
+DEADLINE = "deadline"
+
+
+def session_deadline(folder: Path, budget_left: float) -> float:
+    """The UNIX time after which this session starts no trial. The budget's clock starts when the
+    first worker is ready to ask for a trial (process start-up and imports are not search time);
+    that worker writes the deadline, the others read it. Call under the claim lock."""
+    path = folder / DEADLINE
+    if not path.exists():
+        temporary = folder / f".{DEADLINE}.tmp"
+        temporary.write_text(repr(time.time() + budget_left), encoding="utf-8")
+        os.replace(temporary, path)
+    return float(path.read_text(encoding="utf-8"))
+
+
+def read_deadline(folder: Path) -> float | None:
+    try:
+        return float((folder / DEADLINE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def trial_lock_path(folder: Path, number: int) -> Path:

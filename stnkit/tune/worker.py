@@ -35,6 +35,7 @@ from stnkit.tune.study import (
     make_pruner,
     make_sampler,
     read_manifest,
+    session_deadline,
     trial_lock_path,
 )
 
@@ -97,7 +98,7 @@ def _tell(study: Any, trial: Any, end: RunEnd, optuna: Any) -> None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def work(folder: Path, worker: int, deadline: float | None, plugins: Plugins | None = None) -> int:
+def work(folder: Path, worker: int, budget_left: float | None, plugins: Plugins | None = None) -> int:
     """Run trials until the study has its count, the budget is spent or a stop is asked for.
 
     Returns 130 when interrupted (Ctrl-C or SIGTERM: the running trial is checkpointed, marked
@@ -124,8 +125,10 @@ def work(folder: Path, worker: int, deadline: float | None, plugins: Plugins | N
 
     while not stop["asked"]:
         with hold(folder / CLAIM_LOCK):
-            if deadline is not None and time.time() >= deadline:
-                break
+            if budget_left is not None:
+                deadline = session_deadline(folder, budget_left)  # before reading the clock
+                if time.time() >= deadline:
+                    break
             if manifest.trials is not None and _finished(study, optuna) >= manifest.trials:
                 break
             trial = study.ask()
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stnkit.tune.worker")
     parser.add_argument("folder", type=Path)
     parser.add_argument("--worker", type=int, default=0)
-    parser.add_argument("--deadline", type=float, default=None, help="UNIX time after which no trial starts")
+    parser.add_argument("--budget-left", type=float, default=None, help="seconds of the budget left")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        return work(args.folder, args.worker, args.deadline)
+        return work(args.folder, args.worker, args.budget_left)
     except StnkitError as error:
         print(json.dumps({"error": str(error)}), file=sys.stderr)
         return error.exit_code

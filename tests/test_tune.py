@@ -442,3 +442,54 @@ def test_trials_train_the_plain_network_at_the_sampled_value(
     assert {k: v for k, v in data.items() if k not in ("response", "hyperparameters", "name")} == {
         k: v for k, v in base.items() if k not in ("response", "hyperparameters", "name")
     }
+
+
+def test_gp_search_runs_past_its_random_start(tmp_path: Path, ridge: tuple[dict, Path]) -> None:
+    """Optuna's GPSampler draws its first 10 points at random; the 11th and 12th are its own."""
+    _, data = ridge
+    options = TuneOptions(method="gp", trials=12, seed=0)
+    folder = create_study(RECIPE, options, [f"data.path={data}", "train.epochs=3"], tmp_path)
+    assert drive(folder, quiet_view()).status == "completed"
+    trials = load(folder).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 12
+    assert all(1e-5 <= t.params["weight_decay"] <= 10.0 for t in trials)
+
+
+def test_progress_lines_off_a_terminal_and_a_live_view_on_one() -> None:
+    import io
+
+    from rich.console import Console
+
+    from stnkit.tune.progress import Snapshot, TrialRow
+
+    rows = [
+        TrialRow(0, "complete", 1.5, {"weight_decay": 0.1}),
+        TrialRow(1, "pruned", 2.0, {"weight_decay": 5.0}),
+        TrialRow(2, "running", 1.7, {"weight_decay": 0.3}),
+    ]
+    snap = Snapshot(rows, 10, 42.0, 5.0, {"complete": 1, "pruned": 1, "running": 1})
+    plain = io.StringIO()
+    view = StudyView(Console(file=plain, width=120), every=0.0)
+    view.start("study x")
+    view.update(snap)
+    view.stop(snap)
+    text = plain.getvalue()
+    assert "trial 0 complete val 1.5000 *best  [weight_decay=0.1]" in text
+    assert "trial 1 pruned val 2.0000  [weight_decay=5]" in text
+    assert "trial 2" not in text  # still running: no line yet
+    assert "trials 2/10 done, 1 complete, 1 pruned, 0 failed, 1 running, budget left 42s" in text
+
+    live = io.StringIO()
+    terminal = StudyView(Console(file=live, width=120, force_terminal=True))
+    terminal.start("study x")
+    terminal.update(snap)
+    terminal.stop(snap)
+    shown = live.getvalue()
+    assert "best so far" in shown and "weight_decay=0.3" in shown  # the best and the running trial
+
+    silent = io.StringIO()
+    quiet = StudyView(Console(file=silent, force_terminal=True), quiet=True)
+    quiet.start("study x")
+    quiet.update(snap)
+    quiet.stop(snap)
+    assert silent.getvalue() == ""

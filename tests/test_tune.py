@@ -360,6 +360,7 @@ def test_budgets_parse(text: str, seconds: float) -> None:
         (["--set", "hyperparameters.weight_decay.tune=false"], "nothing to tune"),
         (["--method", "grid", "--trials", "4", "--grid-points", "5"], "the grid has 5 points"),
         (["--prune", "hyperband"], "--prune 'hyperband' is not one of"),
+        (["--storage", "nosuchdb://nowhere"], "cannot create the Optuna study in nosuchdb://nowhere"),
         (
             ["--set", "hyperparameters.weight_decay.search={low: 0, high: 1}"],
             "search.low (0) is not a valid value",

@@ -160,7 +160,8 @@ def create_study(
         shutil.rmtree(folder, ignore_errors=True)  # nothing half-written
         if isinstance(error, UsageError):
             raise
-        raise UsageError(f"cannot create the Optuna study in {options.storage or folder}: {error}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"cannot create the Optuna study in {options.storage or folder}: {reason}") from None
     return folder
 
 

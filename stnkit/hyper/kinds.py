@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
@@ -60,6 +60,9 @@ class SearchRange:
 
 class SearchConfig(ComponentConfig):
     """A recipe's own search range for a hyperparameter (``search: {low, high, log}``)."""
+
+    # an infinite end would pass `low < high` and only fail inside Optuna
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     low: float
     high: float

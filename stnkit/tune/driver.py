@@ -239,7 +239,7 @@ def drive(folder: Path, view: StudyView, resumed: bool = False) -> StudyResult:
 
 def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> StudyResult:
     study = load_optuna_study(manifest, folder)
-    stale = abandon_stale_trials(study, folder, manifest.method)
+    stale = abandon_stale_trials(study, folder)
     started = time.time()
     budget_left = None
     if manifest.budget_seconds is not None:
@@ -298,7 +298,7 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
             signal.signal(signum, handler)
         _save_spent(folder, manifest, budget_left)
     # a worker that crashed leaves its trial RUNNING without a holder: fail it now, retried later
-    abandon_stale_trials(study, folder, manifest.method)
+    abandon_stale_trials(study, folder)
     snap = snapshot(study, folder, manifest, started, budget_left)
     view.stop(snap)
     crashed = [i for i, w in enumerate(workers) if w.returncode not in (0, 130, -signal.SIGINT)]

@@ -39,15 +39,23 @@ __all__ = [
     "Manifest",
     "StudyFolderError",
     "abandon_stale_trials",
+    "fail_and_retry",
     "held",
+    "hold",
     "import_optuna",
     "is_study",
     "load_optuna_study",
     "make_pruner",
     "make_sampler",
+    "make_storage",
     "parse_duration",
+    "read_deadline",
     "read_manifest",
+    "session_deadline",
     "trial_lock_path",
+    "try_hold",
+    "utc_now",
+    "utc_stamp",
     "write_manifest",
 ]
 
@@ -279,7 +287,7 @@ def try_hold(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, method: str, reason: str) -> None:
+def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
     """Mark an unfinished trial failed and queue its point again, so the study still gets it.
 
     (Grid studies too: Optuna's grid sampler counts a failed point as visited.)
@@ -291,7 +299,7 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, method:
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
 
 
-def abandon_stale_trials(study: optuna.Study, folder: Path, method: str) -> list[int]:
+def abandon_stale_trials(study: optuna.Study, folder: Path) -> list[int]:
     """Trials Optuna still calls RUNNING whose process is gone (SIGKILL, a crash): failed and
     queued again. Returns their numbers."""
     optuna = import_optuna()
@@ -299,6 +307,6 @@ def abandon_stale_trials(study: optuna.Study, folder: Path, method: str) -> list
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if held(trial_lock_path(folder, trial.number)):
             continue
-        fail_and_retry(study, trial, method, "its process ended before the trial did")
+        fail_and_retry(study, trial, "its process ended before the trial did")
         stale.append(trial.number)
     return stale

@@ -155,12 +155,12 @@ def work(folder: Path, worker: int, budget_left: float | None, plugins: Plugins 
                 continue
             if result.status == "interrupted":
                 frozen = study._storage.get_trial(trial._trial_id)
-                fail_and_retry(study, frozen, manifest.method, "interrupted by the user")
+                fail_and_retry(study, frozen, "interrupted by the user")
                 return 130
             _tell(study, trial, result.end, optuna)
         except KeyboardInterrupt:
             frozen = study._storage.get_trial(trial._trial_id)
-            fail_and_retry(study, frozen, manifest.method, "interrupted by the user")
+            fail_and_retry(study, frozen, "interrupted by the user")
             return 130
         finally:
             with contextlib.suppress(Exception):

@@ -232,14 +232,23 @@ def list_plugins(
 
 @app.command()
 def show(
-    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5).")],
+    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5) or a study folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
-    """Summarise a run: status, metrics and the hyperparameters it found."""
+    """Summarise a run (status, metrics, the hyperparameters it found) or a study (its trials, best)."""
     from stnkit.analysis.kinds import Presentation
     from stnkit.analysis.show import render_run
     from stnkit.store.reader import open_run
 
+    if run_file.is_dir():
+        from stnkit.tune.analysis import open_study, render_study
+
+        study = open_study(run_file)
+        if as_json:
+            print(json.dumps(study.summary(), indent=2))
+        else:
+            _out().print(render_study(study))
+        return
     record = open_run(run_file)
     present = Presentation.of(record, reading_plugins())
     if as_json:
@@ -258,19 +267,23 @@ def list_runs(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the run files in a folder (recursively), newest first."""
+    """List the run files in a folder (recursively), newest first, and the studies beside them."""
     from stnkit.analysis.listing import list_runs as find_runs
-    from stnkit.analysis.listing import render_listing
+    from stnkit.analysis.listing import list_studies, render_listing, render_studies
 
     entries = find_runs(folder)
+    found = list_studies(folder)
     if as_json:
-        print(json.dumps([entry.to_json() for entry in entries], indent=2))
+        print(json.dumps([entry.to_json() for entry in entries] + [s.to_json() for s in found], indent=2))
         return
     console = _out()
-    if not entries:
+    if not entries and not found:
         console.print(f"no run files in {folder}")
         return
-    console.print(render_listing(entries, folder))
+    if entries:
+        console.print(render_listing(entries, folder))
+    if found:
+        console.print(render_studies(found, folder))
 
 
 @app.command()
@@ -278,12 +291,22 @@ def compare(
     run_files: RunsArgument,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Compare runs side by side: final metrics and each hyperparameter's final value."""
+    """Compare runs side by side: final metrics and each hyperparameter's final value.
+
+    A study folder stands for its best trial's run file: `stnkit compare STN_RUN STUDY_DIR`.
+    """
     from stnkit.analysis.compare import compare_runs, render_comparison
     from stnkit.analysis.kinds import Presentation
     from stnkit.store.reader import open_run
 
-    records = [open_run(path) for path in run_files]
+    paths = []
+    for path in run_files:
+        if path.is_dir():
+            from stnkit.tune.analysis import open_study
+
+            path = open_study(path).best_run()
+        paths.append(path)
+    records = [open_run(path) for path in paths]
     comparison = compare_runs(records, [Presentation.of(r, reading_plugins()) for r in records])
     if as_json:
         print(json.dumps(comparison.to_json(), indent=2))
@@ -299,10 +322,24 @@ def plot(
     ],
     title: Annotated[str | None, typer.Option("--title", help="A title above the panels.")] = None,
 ) -> None:
-    """Plot hyperparameter trajectories (with σ bands) and loss curves of one or more runs."""
+    """Plot hyperparameter trajectories (with σ bands) and loss curves of one or more runs.
+
+    With a study folder first (`stnkit plot STUDY_DIR [STN_RUN] -o F.png`): the search's best
+    validation loss so far against wall time, the STN run's wall time and result marked.
+    """
     from stnkit.analysis.plot import plot_runs
     from stnkit.store.reader import open_run
 
+    if run_files and run_files[0].is_dir():
+        from stnkit.errors import UsageError
+        from stnkit.tune.analysis import open_study, plot_study
+
+        if len(run_files) > 2 or any(p.is_dir() for p in run_files[1:]):
+            raise UsageError("plot a study as: stnkit plot STUDY_DIR [STN_RUN] -o FILE")
+        stn = open_run(run_files[1]) if len(run_files) == 2 else None
+        written = plot_study(open_study(run_files[0]), output, stn=stn, title=title)
+        _out().print(f"wrote {written}")
+        return
     records = [open_run(path) for path in run_files]
     written = plot_runs(records, output, plugins=reading_plugins(), title=title)
     _out().print(f"wrote {written}")
@@ -310,7 +347,7 @@ def plot(
 
 @app.command()
 def export(
-    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5).")],
+    run_file: Annotated[Path, typer.Argument(metavar="RUN", help="A run file (.h5) or a study folder.")],
     target: Annotated[
         Path | None,
         typer.Argument(metavar="PATH", help="Where to write (the same as -o).", show_default=False),
@@ -335,7 +372,8 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Export a run's record and trajectories as JSON, CSV or a plugin's format (tensorboard)."""
+    """Export a run's record and trajectories as JSON, CSV or a plugin's format (tensorboard), or a
+    study's trials table."""
     from stnkit.analysis.export import export_with_observer, record_to_json, write_export
     from stnkit.analysis.kinds import Presentation
     from stnkit.errors import UsageError
@@ -344,6 +382,22 @@ def export(
     if target is not None and output is not None:
         raise UsageError("give the output path once: as PATH or as -o, not both")
     output = output if output is not None else target
+    if run_file.is_dir():
+        from stnkit.tune.analysis import open_study
+
+        study = open_study(run_file)
+        if fmt == ExportFormat.json:
+            text = json.dumps(study.summary(), indent=1)
+            if output is None:
+                print(text)
+                return
+            output.write_text(text + "\n", encoding="utf-8")
+            _out().print(f"wrote {output}")
+            return
+        if fmt != ExportFormat.csv:
+            raise UsageError(f"a study exports as csv or json, not {fmt!r}")
+        _out().print(f"wrote {study.write_csv((output or Path('.')) / 'trials.csv')}")
+        return
     record = open_run(run_file)
     if fmt not in {f.value for f in ExportFormat}:
         console = _out()
@@ -390,6 +444,94 @@ def replay(
     elif result.path is not None:
         console.print(f"{plan.mode} replay of {run_file} recorded in {result.path}")
     _exit_for(result.status)
+
+
+@app.command()
+def tune(
+    recipe: Annotated[
+        Path | None, typer.Argument(help="The recipe YAML file (omit with --resume).", show_default=False)
+    ] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="random, tpe, gp or grid.")] = "tpe",
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", help="Trials to finish (default 20; grid: its size).")
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget", help="Start no trial after this much wall time: 90s, 20m, 1h.", metavar="DURATION"
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run in parallel processes.")] = 1,
+    prune: Annotated[
+        str, typer.Option("--prune", help="median: stop trials whose epoch losses trail the median; none.")
+    ] = "none",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampler.")] = None,
+    grid_points: Annotated[
+        int, typer.Option("--grid-points", help="Grid values per continuous hyperparameter.")
+    ] = 5,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="An Optuna storage URL instead of the journal file in the study folder."
+        ),
+    ] = None,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder the study folder goes in (default: store.dir).")
+    ] = None,
+    resume_from: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue a stopped or killed study.", metavar="DIR"),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress; print only the study folder's path.")
+    ] = False,
+) -> None:
+    """Search the recipe's hyperparameters with Optuna (random, TPE, GP or grid): one plain run per trial.
+
+    Each trial trains the recipe with `response: fixed` at sampled values; all trials and the Optuna
+    journal go in one study folder. Exits 0 when the study is done, 130 when interrupted (continue
+    it with `stnkit tune --resume DIR`), 2 on bad input.
+    """
+    from stnkit.errors import UsageError
+    from stnkit.tune.driver import TuneOptions, create_study, drive
+    from stnkit.tune.progress import StudyView
+    from stnkit.tune.study import parse_duration
+
+    console = _out()
+    view = StudyView(console, quiet=quiet)
+    if resume_from is not None:
+        given = [recipe, set_, out, budget, trials, storage]
+        if any(v is not None and v != [] for v in given) or method != "tpe" or jobs != 1 or prune != "none":
+            raise UsageError(
+                "--resume continues a study as recorded; give no recipe or other options with it"
+            )
+        result = drive(resume_from, view, resumed=True)
+    else:
+        if recipe is None:
+            raise UsageError("give a recipe file to tune, or --resume DIR to continue a study")
+        options = TuneOptions(
+            method=method,
+            trials=trials,
+            budget=None if budget is None else parse_duration(budget),
+            jobs=jobs,
+            prune=prune,
+            seed=seed,
+            grid_points=grid_points,
+            storage=storage,
+        )
+        folder = create_study(recipe, options, set_ or [], out, plugins())
+        result = drive(folder, view)
+    if quiet:
+        console.print(str(result.folder))
+    else:
+        console.print(f"study folder: {result.folder}")
+    if result.status == "interrupted":
+        console.print(f"interrupted; continue with: stnkit tune --resume {result.folder}")
+        raise typer.Exit(130)
+    if result.status != "completed":
+        Console(stderr=True).print(Text(result.status, style="red"))
+        raise typer.Exit(1)
 
 
 def _print_error(error: StnkitError) -> None:

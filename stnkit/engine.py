@@ -21,7 +21,7 @@ from stnkit import distributed
 from stnkit.build import Built
 from stnkit.data import Batch
 from stnkit.errors import DistributedError, DivergenceError, RunFileError
-from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
+from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
 
@@ -97,10 +97,11 @@ class Engine:
     def run(self) -> RunEnd:
         """Train, evaluate each epoch, test at the best state. Returns how the run ended.
 
-        Divergence ends the run with status ``diverged``; a stop request (Ctrl-C) finishes the
-        current step, checkpoints and ends with ``interrupted``; a KeyboardInterrupt arriving
-        anyway ends with ``interrupted`` and is re-raised; any other exception is a bug and ends
-        with ``failed`` before propagating.
+        Divergence ends the run with status ``diverged``; an observer raising
+        :class:`~stnkit.events.StopRun` ends it with the status it names (``pruned``); a stop
+        request (Ctrl-C) finishes the current step, checkpoints and ends with ``interrupted``; a
+        KeyboardInterrupt arriving anyway ends with ``interrupted`` and is re-raised; any other
+        exception is a bug and ends with ``failed`` before propagating.
         """
         self.hook.stnkit_run_start(run=self.run_info)
         try:
@@ -112,6 +113,9 @@ class Engine:
             result = self._end("interrupted" if error.lost else "failed", str(error))
             self.hook.stnkit_run_end(run=self.run_info, result=result)
             raise
+        except StopRun as stop:
+            # an observer ended the run (a pruned tuning trial): no test pass, status as asked
+            result = self._end(stop.status, stop.message)
         except KeyboardInterrupt:
             result = self._end("interrupted", "interrupted by the user")
             self.hook.stnkit_run_end(run=self.run_info, result=result)

@@ -11,9 +11,19 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from stnkit.hyper.kinds import HyperKind
 
-__all__ = ["EpochEnd", "RunEnd", "RunInfo", "RunStatus", "StepEnd"]
+__all__ = ["EpochEnd", "RunEnd", "RunInfo", "RunStatus", "StepEnd", "StopRun"]
 
-RunStatus = Literal["running", "completed", "failed", "interrupted", "diverged"]
+RunStatus = Literal["running", "completed", "failed", "interrupted", "diverged", "pruned"]
+
+
+class StopRun(Exception):  # noqa: N818 -- a request, not an error
+    """Raised by a lifecycle observer (``stnkit_epoch_end``, ``stnkit_step_end``) to end the run
+    at once with ``status``: ``stnkit tune``'s pruner ends unpromising trials as ``pruned``."""
+
+    def __init__(self, status: RunStatus, message: str) -> None:
+        self.status: RunStatus = status
+        self.message = message
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

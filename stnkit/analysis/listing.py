@@ -15,7 +15,15 @@ from rich.text import Text
 from stnkit.errors import RunFileError, UsageError
 from stnkit.store.reader import open_run
 
-__all__ = ["RunEntry", "find_run_files", "list_runs", "render_listing"]
+__all__ = [
+    "RunEntry",
+    "StudyEntry",
+    "find_run_files",
+    "list_runs",
+    "list_studies",
+    "render_listing",
+    "render_studies",
+]
 
 _STYLES = {"completed": "green", "running": "yellow", "unreadable": "dim red"}
 
@@ -39,13 +47,93 @@ class RunEntry:
         return asdict(self)
 
 
+def _study_folders(folder: Path) -> list[Path]:
+    """The ``stnkit tune`` study folders at or below ``folder`` (``study.json`` marks one)."""
+    from stnkit.tune.study import MANIFEST, is_study
+
+    return sorted(p.parent for p in folder.rglob(MANIFEST) if is_study(p.parent))
+
+
 def find_run_files(folder: Path) -> list[Path]:
-    """Every ``*.h5`` file below ``folder``. Raises :class:`UsageError` if it is not a folder."""
+    """Every ``*.h5`` file below ``folder``, except the trials of a study folder (``ls`` lists the
+    study instead). Raises :class:`UsageError` if it is not a folder."""
     if not folder.exists():
         raise UsageError(f"no such folder: {folder}")
     if not folder.is_dir():
         raise UsageError(f"not a folder: {folder}")
-    return sorted(p for p in folder.rglob("*.h5") if p.is_file())
+    studies = [s for s in _study_folders(folder) if s != folder]
+    return sorted(
+        p for p in folder.rglob("*.h5") if p.is_file() and not any(p.is_relative_to(s) for s in studies)
+    )
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    """One study of ``stnkit ls``: its method, trial counts and best validation loss."""
+
+    path: str
+    file: str
+    method: str
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best_val_loss: float | None
+    created: str | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "study", **asdict(self)}
+
+
+def list_studies(folder: str | Path) -> list[StudyEntry]:
+    """The study folders below ``folder``, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    entries: list[StudyEntry] = []
+    for path in _study_folders(folder):
+        relative = str(path.relative_to(folder)) if path != folder else "."
+        try:
+            from stnkit.tune.analysis import open_study
+
+            study = open_study(path)
+        except Exception as error:  # one broken study must not end the listing
+            entries.append(StudyEntry(str(path), relative, "?", 0, 0, 0, 0, None, None, str(error)))
+            continue
+        c = study.counts
+        best = study.best
+        entries.append(
+            StudyEntry(
+                str(path),
+                relative,
+                study.manifest.method,
+                c["complete"],
+                c["pruned"],
+                c["failed"],
+                c["running"],
+                None if best is None else best.value,
+                study.manifest.created,
+            )
+        )
+    entries.sort(key=lambda e: (e.created or "", e.file), reverse=True)
+    return entries
+
+
+def render_studies(entries: list[StudyEntry], folder: Path) -> RenderableType:
+    table = Table(title=f"studies in {folder}", title_justify="left", header_style="bold")
+    table.add_column("study", overflow="fold", min_width=12)
+    table.add_column("method", no_wrap=True)
+    table.add_column("trials (complete/pruned/failed/running)", justify="right")
+    table.add_column("best val loss", justify="right", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True, min_width=16)
+    for e in entries:
+        if e.error is not None:
+            table.add_row(e.file, Text("unreadable", style="dim red"), e.error, "–", "–")
+            continue
+        counts = f"{e.complete}/{e.pruned}/{e.failed}/{e.running}"
+        table.add_row(e.file, e.method, counts, _fmt_loss(e.best_val_loss), _fmt_created(e.created))
+    return table
 
 
 def _when(created: str | None, path: Path) -> float:

@@ -8,6 +8,7 @@ from stnkit.hyper.kinds import (
     IntegerKind,
     IntervalKind,
     PositiveKind,
+    SearchRange,
     UnitKind,
 )
 from stnkit.hyper.space import HyperBatch, HyperSpace
@@ -20,5 +21,6 @@ __all__ = [
     "IntegerKind",
     "IntervalKind",
     "PositiveKind",
+    "SearchRange",
     "UnitKind",
 ]

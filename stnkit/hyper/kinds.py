@@ -15,22 +15,28 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
 from stnkit.hookspecs import hookimpl
 
 __all__ = [
+    "SEARCH_MARGIN",
+    "SEARCH_POSITIVE_FLOOR",
+    "SEARCH_POSITIVE_UPPER",
     "HyperConfig",
     "HyperKind",
     "IntegerKind",
     "IntervalKind",
     "PositiveKind",
+    "SearchConfig",
+    "SearchRange",
     "UnitKind",
     "clamp_to",
 ]
@@ -67,6 +73,45 @@ def _inward(bound: float, dtype: torch.dtype, up: bool) -> float | None:
     return float(rounded)
 
 
+#: default search ranges (``stnkit tune``) stay this fraction of their width inside open bounds:
+#: a dropout rate of exactly 0 or 1, or an interval's end, is not a value the kind can take
+SEARCH_MARGIN = 0.01
+#: ``positive`` kinds are searched on a log scale, which cannot start at 0: from this floor
+SEARCH_POSITIVE_FLOOR = 1e-5
+#: ``positive`` kinds have no upper bound; their default search range ends here
+SEARCH_POSITIVE_UPPER = 10.0
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """Where a baseline search (``stnkit tune``) samples one hyperparameter: ``[low, high]``,
+    uniformly or (``log``) log-uniformly, integers only when ``integer``."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+class SearchConfig(ComponentConfig):
+    """A recipe's own search range for a hyperparameter (``search: {low, high, log}``)."""
+
+    # an infinite end would pass `low < high` and only fail inside Optuna
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if not self.low < self.high:
+            raise ValueError(f"search.low ({self.low}) must be below search.high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"search.log needs search.low above 0 (not {self.low})")
+        return self
+
+
 class HyperConfig(ComponentConfig):
     """Fields every hyperparameter declaration accepts, whatever its kind."""
 
@@ -75,6 +120,9 @@ class HyperConfig(ComponentConfig):
     tune: bool = Field(True, description="false holds the value fixed at init")
     scale: float | None = Field(
         None, gt=0, description="initial perturbation scale σ (default: train.perturbation.init_scale)"
+    )
+    search: SearchConfig | None = Field(
+        None, description="range searched by `stnkit tune` (default: the kind's search_range)"
     )
 
 
@@ -190,6 +238,42 @@ class HyperKind:
     def describe(self) -> str:
         return self.name
 
+    def default_search_range(self) -> SearchRange | None:
+        """The range ``stnkit tune`` searches when the recipe gives no ``search:``. The default
+        for any kind: its bounds less :data:`SEARCH_MARGIN` when both are finite; ``None`` (the
+        recipe must then say ``search: {low, high}``) for an unbounded kind."""
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            return _inside(self.low, self.high, integer=self.integer)
+        return None
+
+    def search_range(self) -> SearchRange:
+        """The recipe's ``search:`` if given, else :meth:`default_search_range`. Raises
+        ``ValueError`` when there is none or when an end is not a value this kind accepts."""
+        override = self.config.search
+        if override is None:
+            found = self.default_search_range()
+            if found is None:
+                raise ValueError(f"kind {self.name!r} has no default search range; add search: {{low, high}}")
+            return found
+        if self.integer and not (override.low.is_integer() and override.high.is_integer()):
+            raise ValueError("search.low and search.high must be whole numbers for an integer kind")
+        for end, value in (("low", override.low), ("high", override.high)):
+            # an end is searched as `init`: the kind's own validation says whether it may take it
+            try:
+                type(self.config).model_validate({**self.config.model_dump(), "init": value, "search": None})
+            except ValidationError as error:
+                reason = error.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"search.{end} ({value:g}) is not a valid value: {reason}") from None
+        return SearchRange(override.low, override.high, override.log, self.integer)
+
+
+def _inside(low: float, high: float, integer: bool = False, log: bool = False) -> SearchRange:
+    """``[low, high]`` shrunk by :data:`SEARCH_MARGIN` at each end (integers are closed)."""
+    if integer:
+        return SearchRange(low, high, log=False, integer=True)
+    margin = SEARCH_MARGIN * (high - low)
+    return SearchRange(low + margin, high - margin, log=log)
+
 
 def _logit(p: Tensor) -> Tensor:
     return torch.log(p) - torch.log1p(-p)
@@ -218,6 +302,9 @@ class UnitKind(HyperKind):
 
     def constrain(self, u: Tensor) -> Tensor:
         return clamp_to(torch.sigmoid(u), 0.0, _UNIT_MAX)
+
+    def default_search_range(self) -> SearchRange:
+        return _inside(0.0, 1.0)  # [0.01, 0.99]
 
     def unconstrain(self, value: Tensor) -> Tensor:
         return _logit(value)
@@ -296,6 +383,17 @@ class PositiveKind(HyperKind):
     def unconstrain(self, value: Tensor) -> Tensor:
         return _softplus_inverse(value - self.config.lower)
 
+    def default_search_range(self) -> SearchRange:
+        """Log scale from ``lower`` (or :data:`SEARCH_POSITIVE_FLOOR` when it is 0) to
+        :data:`SEARCH_POSITIVE_UPPER` (or 1000 × ``lower`` when that is higher); a negative
+        ``lower`` gets a linear range of the same width."""
+        lower = self.config.lower
+        if lower < 0:
+            return _inside(lower, lower + SEARCH_POSITIVE_UPPER)
+        # a value at exactly `lower` is not one the kind takes: start a hair above it
+        low = SEARCH_POSITIVE_FLOOR if lower == 0 else lower * (1 + SEARCH_MARGIN)
+        return SearchRange(low, max(SEARCH_POSITIVE_UPPER, 1000 * low), log=True)
+
 
 class IntegerKind(HyperKind):
     """Integers ``low..high``: a continuous value in ``[low, high + 1)`` floored where it is used.
@@ -356,6 +454,9 @@ class IntegerKind(HyperKind):
 
     def used_range(self) -> tuple[float, float]:
         return (float(self.config.low), float(self.config.high))
+
+    def default_search_range(self) -> SearchRange:
+        return SearchRange(float(self.config.low), float(self.config.high), integer=True)
 
 
 BUILTIN_KINDS: tuple[type[HyperKind], ...] = (UnitKind, IntervalKind, PositiveKind, IntegerKind)

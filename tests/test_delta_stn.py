@@ -407,3 +407,25 @@ def test_replay_and_show_a_delta_stn_run(tmp_path: Path, capsys: pytest.CaptureF
         assert stnkit.open_run(replayed.path).attrs["response"] == "fixed"  # type: ignore[arg-type]
     assert main(["show", str(result.path)]) == 0
     assert "delta-stn" in capsys.readouterr().out
+
+
+def test_stn_takes_a_separate_scale_optimizer(tmp_path: Path) -> None:
+    """The released CIFAR STN runs one Adam on h and another on s. Adam is elementwise, so two
+    Adams with the same settings follow one joint Adam; a different one changes only how s moves."""
+    from tests.test_resume import trajectories
+
+    def run(folder: str, **changes: Any) -> dict[str, Any]:
+        result = stnkit.run(write_recipe(tmp_path / folder, train__epochs=4, **changes))
+        assert result.status == "completed"
+        return trajectories(result.path)  # type: ignore[arg-type]
+
+    joint = run("joint")
+    same = run("same", train__scale_optimizer={"name": "adam", "lr": 0.1})
+    other = run("other", train__scale_optimizer={"name": "sgd", "lr": 0.01})
+    for key in ("hyper.values", "hyper.scales", "hyper.val_loss"):
+        torch.testing.assert_close(torch.as_tensor(same[key]), torch.as_tensor(joint[key]))
+    assert not torch.allclose(torch.as_tensor(other["hyper.scales"]), torch.as_tensor(joint["hyper.scales"]))
+    built = prepare(write_recipe(tmp_path / "b", train__scale_optimizer={"name": "sgd", "lr": 0.01}))
+    hyper = [p for g in built.parts.hyper_optimizer.param_groups for p in g["params"]]  # type: ignore[union-attr]
+    assert len(hyper) == 1 and hyper[0] is built.parts.space.h
+    assert set(built.response.state_dict()) == {"scale_optimizer"}

@@ -91,7 +91,7 @@ class DeltaSTNResponse(ResponseModel):
         self.scale_optimizer: torch.optim.Optimizer | None = None
         self.response_clip: float | None = None
         self.scale_clip: float | None = None
-        self._lr_ratio = (1.0, 1.0)  # (weight lr, response lr) at the start, to follow decays
+        self._initial_lrs = (1.0, 1.0)  # (weight lr, response lr) as configured, to follow decays
         self._method: LinearizeMethod | None = (
             None if config.linearize_method == "auto" else config.linearize_method
         )
@@ -123,7 +123,7 @@ class DeltaSTNResponse(ResponseModel):
         response_cfg = train.response_optimizer or train.optimizer
         self.response_optimizer = make_optimizer(response_cfg, split.response.tensors)
         self.response_clip = response_cfg.clip
-        self._lr_ratio = (train.optimizer.lr, response_cfg.lr)
+        self._initial_lrs = (train.optimizer.lr, response_cfg.lr)
         if parts.hyper_optimizer is not None:
             scale_cfg = train.scale_optimizer or train.hyper_optimizer
             self.scale_optimizer = make_optimizer(scale_cfg, [self.space.s])
@@ -231,7 +231,7 @@ class DeltaSTNResponse(ResponseModel):
     def _follow_lr(self, weight_optimizer: torch.optim.Optimizer) -> None:
         """Give the response optimizer the weight optimizer's learning-rate decay so far."""
         assert self.response_optimizer is not None
-        weight_lr, response_lr = self._lr_ratio
+        weight_lr, response_lr = self._initial_lrs
         lr = response_lr * float(weight_optimizer.param_groups[0]["lr"]) / weight_lr
         for group in self.response_optimizer.param_groups:
             group["lr"] = lr

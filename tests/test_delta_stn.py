@@ -429,3 +429,20 @@ def test_stn_takes_a_separate_scale_optimizer(tmp_path: Path) -> None:
     hyper = [p for g in built.parts.hyper_optimizer.param_groups for p in g["params"]]  # type: ignore[union-attr]
     assert len(hyper) == 1 and hyper[0] is built.parts.space.h
     assert set(built.response.state_dict()) == {"scale_optimizer"}
+
+
+def test_compare_and_plot_label_the_response(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stnkit.analysis.common import run_labels
+
+    paths = []
+    for response in ("stn", "delta-stn"):
+        result = stnkit.run(write_recipe(tmp_path / response, response={"name": response}, train__epochs=2))
+        paths.append(result.path)
+    records = [stnkit.open_run(p) for p in paths]  # type: ignore[arg-type]
+    assert run_labels(records) == ["ridge (stn)", "ridge (delta-stn)"]
+    assert main(["compare", *map(str, paths)]) == 0
+    out = capsys.readouterr().out
+    assert "delta-stn" in out and "stn" in out.replace("delta-stn", "")
+    figure = tmp_path / "runs.png"
+    assert main(["plot", *map(str, paths), "--output", str(figure)]) == 0
+    assert figure.stat().st_size > 0

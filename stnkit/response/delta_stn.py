@@ -199,6 +199,8 @@ class DeltaSTNResponse(ResponseModel):
             penalized.append(output.penalty is not None)
             return output.prediction
 
+        if self._method is None and _distributed(model):
+            self._method = "double-backward"  # forward-mode AD does not compose with DDP
         prediction = self._linearize(forward, zero, delta)
         penalty = None
         if penalized and penalized[-1]:
@@ -270,3 +272,11 @@ def _update(
         torch.nn.utils.clip_grad_norm_(group.tensors, clip)
     optimizer.step()
     group.clear_grads()
+
+
+def _distributed(model: torch.nn.Module) -> bool:
+    """Whether the model trains under DistributedDataParallel (or any multi-process group)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return True
+    dist = torch.distributed
+    return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)

@@ -446,3 +446,25 @@ def test_compare_and_plot_label_the_response(tmp_path: Path, capsys: pytest.Capt
     figure = tmp_path / "runs.png"
     assert main(["plot", *map(str, paths), "--output", str(figure)]) == 0
     assert figure.stat().st_size > 0
+
+
+def test_without_tuned_scales_the_hyper_step_sees_the_centre(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tune: false``: the hypernet input is ``h − h.detach()`` — zero, yet h gets a gradient."""
+    built = build("stn-mlp", "train.perturbation.tune=false")
+    parts, response = built.parts, built.response
+    for batch in first_batches(built, 2) * 2:
+        response.weight_step(parts, batch)
+    seen: list[Tensor] = []
+    forward = type(parts.model).forward
+
+    def spy(self: Any, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> Any:
+        if stream == "hyper":
+            seen.append(hp.hnet.detach().clone())  # type: ignore[union-attr]
+        return forward(self, inputs, hp, stream)
+
+    monkeypatch.setattr(type(parts.model), "forward", spy)
+    h, s = parts.space.h.detach().clone(), parts.space.s.detach().clone()
+    response.hyper_step(parts, next(built.dataset.hyper_batches(torch.Generator().manual_seed(0))))
+    assert len(seen) == 1 and bool((seen[0] == 0).all())
+    assert not torch.equal(parts.space.h.detach(), h)
+    assert torch.equal(parts.space.s.detach(), s)

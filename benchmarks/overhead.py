@@ -1,4 +1,5 @@
-"""Forward+backward time of each best-response layer against its plain torch counterpart.
+"""Forward+backward time of each best-response layer against its plain torch counterpart, and
+whole training steps of the paper's PTB model under STN and Δ-STN against plain torch.
 
 The response branch doubles the weight FLOPs, so 2.0x is the floor to aim at. "2x-width" is the
 plain layer with twice the outputs — what doubling the weight FLOPs costs on this machine, the
@@ -12,6 +13,10 @@ median of each is reported, so machine load affects both alike.
     python benchmarks/overhead.py --quick    # smaller sizes, a few seconds
     python benchmarks/overhead.py --only step --decoder both   # whole steps, both stn-lstm decoders
     python benchmarks/overhead.py --device cuda
+
+Δ-STN's weight step makes two updates (general weights on the plain network, then the response
+weights), so it costs more than STN's one; its rows show by how much, linearized by forward-mode
+``torch.func.jvp``, by the double-backward trick, and not linearized (the plain forward at λ̃).
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from torch import nn
 from stnkit.data import Batch, DataInfo
 from stnkit.hyper.kinds import HyperKind, PositiveKind, UnitKind
 from stnkit.hyper.space import HyperSpace
+from stnkit.model import StnModel
 from stnkit.nn import BRLSTM, BRConv2d, BRLinear, embedding_dropout, locked_dropout
 from stnkit.objective import LossObjective
-from stnkit.recipe import PerturbationConfig
-from stnkit.response import STNResponse
-from stnkit.response.base import TrainingParts
+from stnkit.optim import make_optimizer
+from stnkit.recipe import OptimizerConfig, PerturbationConfig, TrainConfig
+from stnkit.response import DeltaSTNResponse, STNResponse
+from stnkit.response.base import ResponseModel, TrainingParts
 from stnkit.task import LanguageModelTask
 
 H = 7  # hypernetwork input width: the paper's LSTM tunes 7 hyperparameters
@@ -218,26 +225,67 @@ def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
         kinds[name] = UnitKind(UnitKind.Config(init=initial[name], per_example=False))
     for name, value in (("activation_reg", 2.0), ("temporal_activation_reg", 1.0)):
         kinds[name] = PositiveKind(PositiveKind.Config(init=value, per_example=False))
-    space = HyperSpace(kinds, default_scale=1.0)
+    train = TrainConfig(
+        epochs=1,
+        optimizer=OptimizerConfig(name="sgd", lr=1.0, clip=0.25),
+        hyper_optimizer=OptimizerConfig(name="adam", lr=0.01),
+        perturbation=PerturbationConfig(init_scale=1.0),
+    )
 
-    def stn_parts(decoder: str) -> tuple[STNLSTM, STNResponse, TrainingParts]:
-        config = STNLSTM.Config(embedding_size=size, hidden_size=size, layers=2, decoder=decoder)
-        model = STNLSTM(config, info, space.size)
-        response = STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
+    def stn_parts(
+        response_of: Callable[[HyperSpace], ResponseModel], decoder: str
+    ) -> tuple[TrainingParts, ResponseModel]:
+        """A fresh model, space and response, built as ``stnkit.build`` does."""
+        torch.manual_seed(0)
+        space = HyperSpace(kinds, default_scale=1.0)
+        response = response_of(space)
+        model: StnModel = STNLSTM(
+            STNLSTM.Config(embedding_size=size, hidden_size=size, layers=2, decoder=decoder),
+            info,
+            space.size,
+        )
         parts = TrainingParts(
             model=model,
             space=space,
             task=task,
             objective=LossObjective(LossObjective.Config(), task),
             augmentations=[],
-            weight_optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-            hyper_optimizer=torch.optim.Adam([space.h, space.s], lr=0.01),
+            weight_optimizer=make_optimizer(train.optimizer, response.weight_parameters(model, train)),
+            hyper_optimizer=make_optimizer(train.hyper_optimizer, response.hyper_parameters(space, train)),
             clip=0.25,
             hyper_clip=None,
-            perturbation=PerturbationConfig(init_scale=1.0),
+            perturbation=train.perturbation,
         )
-        return model, response, parts
+        response.setup(parts, train)
+        return parts, response
 
+    def stn(space: HyperSpace) -> ResponseModel:
+        return STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
+
+    # STN with each decoder asked for (the first is the /STN reference), then Δ-STN's three
+    # ways of fitting its response, with the default (plain) decoder
+    variants: list[tuple[str, Callable[[HyperSpace], ResponseModel], str]] = [
+        (f"STN, decoder: {decoder}", stn, decoder) for decoder in decoders
+    ]
+    variants += [
+        (
+            "Δ-STN, linearized (jvp)",
+            lambda space: DeltaSTNResponse(DeltaSTNResponse.Config(linearize_method="jvp"), space),
+            "plain",
+        ),
+        (
+            "Δ-STN, linearized (double-backward)",
+            lambda space: DeltaSTNResponse(
+                DeltaSTNResponse.Config(linearize_method="double-backward"), space
+            ),
+            "plain",
+        ),
+        (
+            "Δ-STN, not linearized",
+            lambda space: DeltaSTNResponse(DeltaSTNResponse.Config(linearize=False), space),
+            "plain",
+        ),
+    ]
     plain = PlainLM(vocab, size, 2)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=1.0)
     tokens = torch.randint(0, vocab, (batch, bptt + 1))
@@ -253,34 +301,34 @@ def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
         plain_opt.step()
         return loss
 
-    def steps(decoder: str) -> list[Callable[[], torch.Tensor]]:
-        model, response, parts = stn_parts(decoder)
-
+    def steps(parts: TrainingParts, response: ResponseModel) -> list[Callable[[], torch.Tensor]]:
         def weight_step() -> torch.Tensor:
-            model.reset_state("train")
+            parts.model.reset_state("train")
             return response.weight_step(parts, data)
 
         def hyper_step() -> torch.Tensor:
-            model.reset_state("hyper")
+            parts.model.reset_state("hyper")
             return response.hyper_step(parts, data)
 
         return [weight_step, hyper_step]
 
-    fns: list[Callable[[], torch.Tensor]] = [plain_step]
-    for decoder in decoders:
-        fns += steps(decoder)
+    built = [stn_parts(make, decoder) for _, make, decoder in variants]
+    fns = [plain_step] + [fn for parts, response in built for fn in steps(parts, response)]
     times = measure(fns, repeats)
     plain_t = times[0]
+    stn_weight, stn_hyper = times[1], times[2]
     print(f"\nwhole training step: PTB LSTM LM, 2 x {size} units, vocab {vocab}, batch {batch}, bptt {bptt}")
-    print(f"  {'plain torch step (nn.LSTM, same dropouts, AR/TAR)':60s} {plain_t * 1e3:9.1f} ms")
-    for index, decoder in enumerate(decoders):
-        weight_t, hyper_t = times[1 + 2 * index], times[2 + 2 * index]
+    print(f"  {'step':52s} {'ms':>9s}  {'/plain':>7s}  {'/STN':>6s}")
+    print(f"  {'plain torch step (nn.LSTM, same dropouts, AR/TAR)':52s} {plain_t * 1e3:9.1f}")
+    for i, (label, _, _) in enumerate(variants):
+        weight_t, hyper_t = times[1 + 2 * i], times[2 + 2 * i]
+        for kind, seconds, reference in (("weight", weight_t, stn_weight), ("hyper", hyper_t, stn_hyper)):
+            print(
+                f"  {label + ' ' + kind + ' step':52s} {seconds * 1e3:9.1f}  {seconds / plain_t:6.2f}x"
+                f"  {seconds / reference:5.2f}x"
+            )
         cycle = (2 * weight_t + hyper_t) / (2 * plain_t)
-        for label, seconds in (("weight", weight_t), ("hyper", hyper_t)):
-            name = f"STN {label} step, decoder: {decoder}"
-            print(f"  {name:60s} {seconds * 1e3:9.1f} ms  {seconds / plain_t:5.2f}x")
-        label = "  cycle at T_train=2, T_val=1: (2 weight + 1 hyper) / 2 plain"
-        print(f"  {label:60s} {'':9s}     {cycle:5.2f}x")
+        print(f"  {label + ': (2 weight + 1 hyper) / 2 plain':52s} {'':9s}  {cycle:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from stnkit.hyper.kinds import HyperKind
 from stnkit.hyper.space import HyperSpace
 from stnkit.model import StnModel
 from stnkit.objective import Objective
+from stnkit.optim import make_optimizer
 from stnkit.plugins import Plugins
 from stnkit.precision import Precision
-from stnkit.recipe import ComponentSection, OptimizerConfig, Recipe, mark_overrides, pydantic_problems
+from stnkit.recipe import ComponentSection, Recipe, mark_overrides, pydantic_problems
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
 
@@ -382,32 +383,6 @@ def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
     return out
 
 
-def make_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Build a torch optimizer from its recipe section (clipping is applied by the step rule)."""
-    params = list(params)
-    if config.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        )
-    if config.name == "adam":
-        return torch.optim.Adam(
-            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-        )
-    if config.name == "adamw":
-        return torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-        )
-    if config.name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=config.weight_decay
-        )
-    raise AssertionError(f"unhandled optimizer {config.name}")
-
-
 def build(resolved: Resolved) -> Built:
     """Construct data, hyperparameter space, model, response, objective and optimizers.
 
@@ -444,10 +419,10 @@ def build(resolved: Resolved) -> Built:
             # e.g. an image augmentation on tabular data: give the message its recipe location
             raise RecipeError.single(chosen.where, str(error)) from None
     train = recipe.train
-    weight_optimizer = make_optimizer(train.optimizer, model.parameters())
+    weight_optimizer = make_optimizer(train.optimizer, response.weight_parameters(model, train))
     hyper_optimizer = None
     if response.tunes and train.hyper_steps > 0:
-        hyper_optimizer = make_optimizer(train.hyper_optimizer, [space.h, space.s])
+        hyper_optimizer = make_optimizer(train.hyper_optimizer, response.hyper_parameters(space, train))
     parts = TrainingParts(
         model=model,
         space=space,
@@ -461,4 +436,5 @@ def build(resolved: Resolved) -> Built:
         perturbation=train.perturbation,
         precision=Precision(train.precision, device),
     )
+    response.setup(parts, train)
     return Built(resolved=resolved, dataset=dataset, parts=parts, response=response, device=device)

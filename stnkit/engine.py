@@ -410,6 +410,7 @@ class Engine:
             "space": self.space.state_dict(),
             "weight_optimizer": self.parts.weight_optimizer.state_dict(),
             "hyper_optimizer": None if hyper_opt is None else hyper_opt.state_dict(),
+            "response": self.response.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "epoch_generator": self.epoch_generator_state,
@@ -451,6 +452,8 @@ class Engine:
         self.parts.weight_optimizer.load_state_dict(state["weight_optimizer"])
         if self.parts.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
             self.parts.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        # checkpoints written before responses had a state of their own have no entry
+        self.response.load_state_dict(state.get("response") or {})
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

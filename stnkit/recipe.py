@@ -159,6 +159,15 @@ class TrainConfig(_Strict):
     hyper_steps: int = Field(1, ge=0, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
     hyper_optimizer: OptimizerConfig = OptimizerConfig(name="adam", lr=0.003)
+    response_optimizer: OptimizerConfig | None = Field(
+        None,
+        description="delta-stn: optimizer of the response weights and V (none: optimizer's settings)",
+    )
+    scale_optimizer: OptimizerConfig | None = Field(
+        None,
+        description="a separate optimizer for the perturbation scales s (none: delta-stn uses "
+        "hyper_optimizer's settings, stn optimizes s jointly with h)",
+    )
     perturbation: PerturbationConfig = PerturbationConfig()
     lr_decay: LrDecayConfig | None = None
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")

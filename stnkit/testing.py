@@ -54,8 +54,9 @@ from stnkit.model import ModelOutput, StnModel
 from stnkit.nn import BRLinear
 from stnkit.nn.base import BestResponse
 from stnkit.objective import LossObjective
+from stnkit.optim import make_optimizer
 from stnkit.plugins import Plugins, load_plugins
-from stnkit.recipe import PerturbationConfig
+from stnkit.recipe import OptimizerConfig, TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts
 from stnkit.task import RegressionTask, Task
 
@@ -452,8 +453,17 @@ class ResponseConformance:
         space = HyperSpace({"weight_decay": kind}, default_scale=0.5)
         model = TinyRegression(None, data.info, space.size if self.response_cls.uses_response else 0)
         response = self.response_cls(self.response_cls.Config.model_validate(self.config), space)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        hyper_opt = torch.optim.Adam([space.h, space.s], lr=0.05) if response.tunes else None
+        train = TrainConfig(
+            epochs=1,
+            optimizer=OptimizerConfig(name="sgd", lr=0.05),
+            hyper_optimizer=OptimizerConfig(name="adam", lr=0.05),
+        )
+        opt = make_optimizer(train.optimizer, response.weight_parameters(model, train))
+        hyper_opt = (
+            make_optimizer(train.hyper_optimizer, response.hyper_parameters(space, train))
+            if response.tunes
+            else None
+        )
         parts = TrainingParts(
             model=model,
             space=space,
@@ -464,8 +474,9 @@ class ResponseConformance:
             hyper_optimizer=hyper_opt,
             clip=None,
             hyper_clip=None,
-            perturbation=PerturbationConfig(),
+            perturbation=train.perturbation,
         )
+        response.setup(parts, train)
         return parts, response, data
 
     def test_weight_steps_train_the_weights(self) -> None:

@@ -8,6 +8,7 @@ from stnkit.nn.dropout import dropconnect, dropout, embedding_dropout, locked_dr
 from stnkit.nn.embedding import BREmbedding, BRTiedDecoder, br_tied_linear
 from stnkit.nn.linear import BRLinear, br_linear
 from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
+from stnkit.nn.split import ParameterGroup, ParameterSplit, split_parameters, zero_hyper_weights
 
 __all__ = [
     "BRLSTM",
@@ -18,10 +19,14 @@ __all__ = [
     "BRTiedDecoder",
     "BestResponse",
     "LSTMState",
+    "ParameterGroup",
+    "ParameterSplit",
     "br_linear",
     "br_tied_linear",
     "dropconnect",
     "dropout",
     "embedding_dropout",
     "locked_dropout",
+    "split_parameters",
+    "zero_hyper_weights",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,11 @@ class BestResponse(nn.Module):
 
     n_hyper: int
 
+    #: Parameters holding an elementary and a response part stacked along a dimension (index 0
+    #: elementary, index 1 response), by name. Response models that update the two parts
+    #: separately (Δ-STN) read this; a layer with other stacked parameters overrides it.
+    stacked_parameters: ClassVar[dict[str, int]] = {"weight": 0, "bias": 0}
+
     @property
     def stacks(self) -> int:
         return 2 if self.n_hyper > 0 else 1
@@ -82,6 +88,11 @@ class BestResponse(nn.Module):
     def _check(self, hnet: Tensor | None) -> None:
         if hnet is not None and not self.has_response:
             raise ValueError(f"{type(self).__name__} was built without a response branch (n_hyper=0)")
+
+    def hyper_parameter_names(self) -> list[str]:
+        """Names of this layer's own hypernetwork parameters ``V`` (the maps from the
+        hypernetwork input to the gates): every parameter whose name starts with ``hyper``."""
+        return [name for name, _ in self.named_parameters(recurse=False) if name.startswith("hyper")]
 
     def _make_hyper_weight(self, out: int, n_hyper: int, name: str = "hyper_weight") -> None:
         """Register ``V`` (shape ``(2·out, H)``) under ``name``, or nothing without a response."""

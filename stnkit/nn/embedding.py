@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,7 @@ class BREmbedding(BestResponse):
     """
 
     hyper_weight: nn.Parameter | None
+    stacked_parameters: ClassVar[dict[str, int]] = {"weight": 1}
 
     def __init__(self, num_embeddings: int, embedding_dim: int, n_hyper: int) -> None:
         super().__init__()
@@ -104,6 +107,7 @@ class BRTiedDecoder(BestResponse):
     """
 
     hyper_weight: nn.Parameter | None
+    stacked_parameters: ClassVar[dict[str, int]] = {"bias": 0}
 
     def __init__(self, num_embeddings: int, n_hyper: int) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,12 @@ class BRLSTMLayer(BestResponse):
 
     hyper_ih: nn.Parameter | None
     hyper_hh: nn.Parameter | None
+    stacked_parameters: ClassVar[dict[str, int]] = {
+        "weight_ih": 0,
+        "weight_hh": 0,
+        "bias_ih": 0,
+        "bias_hh": 0,
+    }
 
     def __init__(self, input_size: int, hidden_size: int, n_hyper: int) -> None:
         super().__init__()

@@ -18,10 +18,10 @@ from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.model import ModelOutput, StnModel
 from stnkit.objective import Objective
 from stnkit.precision import Precision
-from stnkit.recipe import PerturbationConfig
+from stnkit.recipe import PerturbationConfig, TrainConfig
 from stnkit.task import Task
 
-__all__ = ["ResponseModel", "TrainingParts"]
+__all__ = ["ResponseModel", "TrainingParts", "hyper_update", "train_on"]
 
 
 @dataclass
@@ -65,6 +65,11 @@ class ResponseModel(Component):
     ``tunes``: whether the engine runs hyper steps at all. ``uses_response``: whether the model is
     built with response branches (without them it is exactly the plain network). Subclasses
     implement :meth:`weight_step`, :meth:`hyper_step` (if they tune) and :meth:`eval_batch`.
+
+    Building a run asks the response which tensors the weight and hyper optimizers update
+    (:meth:`weight_parameters`, :meth:`hyper_parameters`), then calls :meth:`setup` once, where
+    a response builds any optimizer of its own. What such optimizers hold goes into checkpoints
+    through :meth:`state_dict` / :meth:`load_state_dict` (stored under ``"response"``).
     """
 
     tunes: ClassVar[bool] = True
@@ -73,6 +78,26 @@ class ResponseModel(Component):
     def __init__(self, config: Any, space: HyperSpace) -> None:
         self.config = config
         self.space = space
+
+    def weight_parameters(self, model: StnModel, train: TrainConfig) -> list[Tensor]:
+        """What ``train.optimizer`` updates: by default every parameter of the model."""
+        return list(model.parameters())
+
+    def hyper_parameters(self, space: HyperSpace, train: TrainConfig) -> list[Tensor]:
+        """What ``train.hyper_optimizer`` updates: by default ``h`` and ``s`` together."""
+        return [space.h, space.s]
+
+    def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+        """Called once the model and the optimizers exist, before any step (and before a resumed
+        run's checkpoint is loaded): build extra optimizers, adjust the initial model."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The response's own training state (extra optimizers, counters): tensors and plain
+        values only, so checkpoints load with ``weights_only=True``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def before_weight_step(self, step: int) -> None:
         """Called before weight step ``step`` (counted from 1); schedules change values here."""
@@ -108,3 +133,35 @@ def train_on(parts: TrainingParts, batch: Batch, hp: HyperBatch) -> Tensor:
     distributed.average_weight_gradients_(params)
     parts.precision.step(parts.weight_optimizer, params, parts.clip, "weight")
     return loss.detach()
+
+
+def hyper_update(
+    parts: TrainingParts,
+    loss: Tensor,
+    tune_scale: bool,
+    scale_optimizer: torch.optim.Optimizer | None = None,
+    scale_clip: float | None = None,
+) -> None:
+    """One hyper-optimizer step on ``loss``'s gradient with respect to ``h`` (and ``s`` when
+    ``tune_scale``). Weight gradients are neither computed nor accumulated.
+
+    Without ``scale_optimizer``, ``h`` and ``s`` share ``parts.hyper_optimizer`` and one clipping
+    norm; with it, ``s`` has its own optimizer and clip (``train.scale_optimizer``).
+    """
+    space = parts.space
+    params = [space.h, space.s] if tune_scale else [space.h]
+    grads = torch.autograd.grad(parts.precision.scale(loss, "hyper"), params, allow_unused=True)
+    assert parts.hyper_optimizer is not None
+    parts.hyper_optimizer.zero_grad(set_to_none=True)
+    if scale_optimizer is not None:
+        scale_optimizer.zero_grad(set_to_none=True)
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = torch.zeros_like(param) if grad is None else grad
+    # every rank must take the same hyper step: h and s stay identical across ranks
+    distributed.average_gradients_([p.grad for p in params])
+    if scale_optimizer is None:
+        parts.precision.step(parts.hyper_optimizer, params, parts.hyper_clip, "hyper")
+        return
+    parts.precision.step(parts.hyper_optimizer, [space.h], parts.hyper_clip, "hyper")
+    if tune_scale:
+        parts.precision.step(scale_optimizer, [space.s], scale_clip, "hyper")

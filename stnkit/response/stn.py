@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from stnkit import distributed
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
-from stnkit.hyper.space import HyperBatch
-from stnkit.response.base import ResponseModel, TrainingParts, train_on
+from stnkit.hyper.space import HyperBatch, HyperSpace
+from stnkit.optim import make_optimizer
+from stnkit.recipe import TrainConfig
+from stnkit.response.base import ResponseModel, TrainingParts, hyper_update, train_on
 
 __all__ = ["STNResponse"]
 
@@ -21,6 +22,9 @@ class STNResponse(ResponseModel):
     """Weight steps at perturbed ``λ̃ = h + σ ⊙ ε`` (detached), which drive both the regularizers and
     the hypernetwork input; hyper steps minimise ``val_loss − τ·entropy(σ)`` over ``h`` and ``s``
     in eval mode, where the loss depends on the hyperparameters only through the response.
+
+    With ``train.scale_optimizer`` set, ``s`` gets its own optimizer (the released CIFAR STN runs
+    one Adam on ``h`` and another on ``s``); otherwise one ``train.hyper_optimizer`` updates both.
     """
 
     name = "stn"
@@ -34,6 +38,25 @@ class STNResponse(ResponseModel):
         )
 
     config: Config
+    scale_optimizer: torch.optim.Optimizer | None = None
+    scale_clip: float | None = None
+
+    def hyper_parameters(self, space: HyperSpace, train: TrainConfig) -> list[Tensor]:
+        return [space.h] if train.scale_optimizer is not None else [space.h, space.s]
+
+    def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+        if train.scale_optimizer is not None and parts.hyper_optimizer is not None:
+            self.scale_optimizer = make_optimizer(train.scale_optimizer, [self.space.s])
+            self.scale_clip = train.scale_optimizer.clip
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.scale_optimizer is None:
+            return {}
+        return {"scale_optimizer": self.scale_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scale_optimizer is not None and "scale_optimizer" in state:
+            self.scale_optimizer.load_state_dict(state["scale_optimizer"])
 
     def _hnet(self, lam: Tensor) -> Tensor:
         # Centering makes every gate exactly zero at the initial hyperparameters, so the network
@@ -59,19 +82,10 @@ class STNResponse(ResponseModel):
         parts.model.eval()
         output = parts.forward(batch.inputs, space.batch(lam, hnet=self._hnet(lam)), stream="hyper")
         val_loss = parts.objective(output, batch)
-        params = [space.h, space.s] if tune_scale else [space.h]
         loss = val_loss
         if tune_scale and parts.perturbation.entropy_weight > 0:
             loss = loss - parts.perturbation.entropy_weight * space.entropy()
-        # grad w.r.t. h and s only: weight gradients are neither needed nor accumulated
-        grads = torch.autograd.grad(parts.precision.scale(loss, "hyper"), params, allow_unused=True)
-        assert parts.hyper_optimizer is not None
-        parts.hyper_optimizer.zero_grad(set_to_none=True)
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = torch.zeros_like(param) if grad is None else grad
-        # every rank must take the same hyper step: h and s stay identical across ranks
-        distributed.average_gradients_([p.grad for p in params])
-        parts.precision.step(parts.hyper_optimizer, params, parts.hyper_clip, "hyper")
+        hyper_update(parts, loss, tune_scale, self.scale_optimizer, self.scale_clip)
         return val_loss.detach()
 
     def eval_batch(self, batch_size: int) -> HyperBatch:

@@ -18,6 +18,7 @@ from stnkit.build import Built, build, resolve
 from stnkit.engine import Engine
 from stnkit.errors import RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
+from stnkit.nn import count_parameters
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
 
@@ -85,6 +86,7 @@ def _check_writable(out_dir: Path) -> None:
 def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None = None) -> RunInfo:
     space = built.parts.space
     recipe = built.recipe
+    elementary, response = count_parameters(built.parts.model)
     return RunInfo(
         name=recipe.name,
         path=path,
@@ -99,6 +101,8 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
         tunes=built.response.tunes,
         seed=recipe.seed,
         metadata=dict(metadata or {}),
+        parameters_elementary=elementary,
+        parameters_response=response,
     )
 
 

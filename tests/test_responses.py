@@ -33,7 +33,7 @@ class TestFixedSchedule(ResponseConformance):
 def test_unconstrained_hypernet_input_is_linear_and_of_unit_size() -> None:
     """``hypernet_input: unconstrained`` feeds λ̃ itself up to one fixed factor: fed raw, rates
     near 0.05 (u ≈ −2.9 each) made the gates step ~400 times farther per SGD update than the
-    default input and SGD diverged (recipes/cifar10-small.yaml, seed 1)."""
+    default input and SGD diverged (recipes/cifar10-small.yaml, seed 1, with the earlier CNN)."""
     declarations = {f"p{i}": {"kind": "unit", "init": 0.05} for i in range(11)}
     declarations["holes"] = {"kind": "integer", "low": 0, "high": 4, "init": 1}
     space = make_space(declarations)

@@ -44,6 +44,10 @@ class RunInfo:
     seed: int
     start_step: int = 0
     start_epoch: int = 0
+    #: parameters of the plain network, and what the best-response branches and V add (0 when
+    #: the model is built without them); ``None`` where unknown
+    parameters_elementary: int | None = None
+    parameters_response: int | None = None
     #: free-form facts about the run (e.g. ``source_run`` for a replay); stored as attributes
     metadata: dict[str, str] = field(default_factory=dict)
     #: each declared hyperparameter's kind, for :meth:`used`

@@ -20,6 +20,7 @@ from stnkit.build import Built, build, resolve, resolve_device
 from stnkit.engine import Engine
 from stnkit.errors import RecipeError, RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
+from stnkit.nn import count_parameters
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
 
@@ -88,6 +89,7 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
     space = built.parts.space
     recipe = built.recipe
     world = distributed.world()
+    elementary, response = count_parameters(built.parts.model)
     return RunInfo(
         name=recipe.name,
         path=path,
@@ -105,6 +107,8 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
         kinds=dict(space.kinds),
         world_size=world.world_size,
         backend=world.backend,
+        parameters_elementary=elementary,
+        parameters_response=response,
     )
 
 

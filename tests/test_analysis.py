@@ -32,6 +32,7 @@ from stnkit.errors import UsageError
 from stnkit.events import EpochEnd, RunInfo, StepEnd
 from stnkit.plugins import load_plugins
 from stnkit.response.fixed import FixedResponse
+from stnkit.runner import prepare
 from tests.conftest import write_recipe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -570,3 +571,20 @@ def test_bad_run_files_exit_2_with_one_line(
     expected = f"run file not found: {path}" if problem == "missing" else f"{path} is not a readable HDF5"
     assert line.startswith(expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if problem == "missing" else ["run.h5"])
+
+
+def test_show_states_the_models_size(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
+    """``parameters``: the plain network's count, and what the response branches and V add."""
+    stn_recipe = Path(stnkit.open_run(runs.stn_path).attrs["recipe_source"])
+    plain = prepare(stn_recipe, ["response={name: fixed}"]).parts.model
+    elementary = sum(p.numel() for p in plain.parameters())
+    total = sum(p.numel() for p in prepare(stn_recipe).parts.model.parameters())
+    assert main(["show", "--json", str(runs.stn_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)["parameters"]
+    assert shown == {"elementary": elementary, "response": total - elementary}
+    assert shown["response"] > 0
+    fixed = stnkit.open_run(runs.fixed_path)
+    assert fixed.parameters is not None and fixed.parameters["response"] == 0
+    assert fixed.parameters["elementary"] == int(fixed.attrs["parameters_elementary"]) > 0
+    assert main(["show", str(runs.fixed_path)]) == 0
+    assert f"{fixed.parameters['elementary']:,} elementary, 0 response" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from stnkit.nn import (
     BRConv2d,
     BREmbedding,
     BRLinear,
+    channel_dropout,
     dropconnect,
     dropout,
     embedding_dropout,
@@ -212,3 +213,19 @@ def test_tied_decoder_matches_untied_formula() -> None:
     assert torch.allclose(
         br_tied_linear(x, None, single.weight, bias[:1], None), x @ single.weight[:, 0].T + bias[0], atol=1e-5
     )
+
+
+def test_channel_dropout_drops_whole_maps_at_each_examples_rate() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 200, 5, 5) + 0.5
+    rates = torch.tensor([0.0, 0.25, 0.5, 0.9])
+    out = channel_dropout(x, rates, training=True)
+    assert torch.equal(out[0], x[0])  # rate 0: untouched
+    gain = out / x  # (B, C, H, W): 0 or 1/(1-p), the same at every position of a map
+    assert torch.allclose(gain, gain[:, :, :1, :1].expand_as(gain))
+    for i, p in enumerate(rates.tolist()):
+        for value in torch.unique(gain[i]).tolist():
+            assert value == 0.0 or value == pytest.approx(1 / (1 - p))
+    dropped = (out[:, :, 0, 0] == 0).float().mean(dim=1)
+    assert torch.allclose(dropped, rates, atol=0.1)
+    assert torch.equal(channel_dropout(x, rates, training=False), x)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from stnkit.response import FixedResponse, STNResponse
-from stnkit.testing import ResponseConformance
+from stnkit.testing import ResponseConformance, make_space
 
 
 class TestSTNResponse(ResponseConformance):
@@ -25,3 +28,23 @@ class TestFixedSchedule(ResponseConformance):
             response.before_weight_step(step)
             seen.append(round(parts.space.values()["weight_decay"], 6))
         assert seen == [0.2, 0.2, 0.05, 0.05, 0.05]
+
+
+def test_unconstrained_hypernet_input_is_linear_and_of_unit_size() -> None:
+    """``hypernet_input: unconstrained`` feeds λ̃ itself up to one fixed factor: fed raw, rates
+    near 0.05 (u ≈ −2.9 each) made the gates step ~400 times farther per SGD update than the
+    default input and SGD diverged (recipes/cifar10-small.yaml, seed 1, with the earlier CNN)."""
+    declarations = {f"p{i}": {"kind": "unit", "init": 0.05} for i in range(11)}
+    declarations["holes"] = {"kind": "integer", "low": 0, "high": 4, "init": 1}
+    space = make_space(declarations)
+    response = STNResponse(STNResponse.Config(hypernet_input="unconstrained"), space)
+    lam = space.sample(64).detach()
+    fed = response._hnet(lam)
+    ratio = fed / lam
+    assert torch.allclose(ratio, ratio[0, 0].expand_as(ratio))  # one constant factor, no offset
+    at_start = response._hnet(space.h_initial.unsqueeze(0))
+    assert float(at_start.pow(2).mean().sqrt()) == pytest.approx(1.0, rel=1e-5)
+    # small unconstrained values are fed unchanged
+    tame = make_space({"a": {"kind": "unit", "init": 0.4}, "b": {"kind": "unit", "init": 0.6}})
+    tame_response = STNResponse(STNResponse.Config(hypernet_input="unconstrained"), tame)
+    assert torch.equal(tame_response._hnet(tame.h_initial.unsqueeze(0)), tame.h_initial.unsqueeze(0))

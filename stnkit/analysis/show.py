@@ -52,6 +52,9 @@ def render_run(record: RunRecord, presentation: Presentation | None = None) -> R
         head.add_row("message", summary["message"])
     head.add_row("created", summary["created"])
     head.add_row("response", summary["response"])
+    if summary["parameters"] is not None:
+        counts = summary["parameters"]
+        head.add_row("parameters", f"{counts['elementary']:,} elementary, {counts['response']:,} response")
     for key, value in record.metadata.items():  # e.g. a replay's source_run
         head.add_row(key.replace("_", " "), value)
     head.add_row(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stnkit.nn.base import BestResponse
+from stnkit.nn.base import BestResponse, count_parameters
 from stnkit.nn.conv import BRConv2d
-from stnkit.nn.dropout import dropconnect, dropout, embedding_dropout, locked_dropout
+from stnkit.nn.dropout import channel_dropout, dropconnect, dropout, embedding_dropout, locked_dropout
 from stnkit.nn.embedding import BREmbedding, BRTiedDecoder, br_tied_linear
 from stnkit.nn.linear import BRLinear, br_linear
 from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
@@ -23,6 +23,8 @@ __all__ = [
     "ParameterSplit",
     "br_linear",
     "br_tied_linear",
+    "channel_dropout",
+    "count_parameters",
     "dropconnect",
     "dropout",
     "embedding_dropout",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 __all__ = [
     "HYPER_INIT_STD",
     "BestResponse",
+    "count_parameters",
     "elementary",
     "gates",
     "halves",
@@ -94,6 +95,23 @@ class BestResponse(nn.Module):
         hypernetwork input to the gates): every parameter whose name starts with ``hyper``."""
         return [name for name, _ in self.named_parameters(recurse=False) if name.startswith("hyper")]
 
+    def parameter_split(self) -> tuple[int, int]:
+        """``(elementary, response)`` counts of this layer's own parameters (not its children's).
+
+        ``hyper_*`` parameters (``V``) are response; every other one holds one elementary and,
+        with a response branch, one response stack of the same size. A layer laid out otherwise
+        overrides this.
+        """
+        elementary_count = response_count = 0
+        for name, param in self.named_parameters(recurse=False):
+            if name.startswith("hyper"):
+                response_count += param.numel()
+            else:
+                mine = param.numel() // self.stacks
+                elementary_count += mine
+                response_count += param.numel() - mine
+        return elementary_count, response_count
+
     def _make_hyper_weight(self, out: int, n_hyper: int, name: str = "hyper_weight") -> None:
         """Register ``V`` (shape ``(2·out, H)``) under ``name``, or nothing without a response."""
         if n_hyper > 0:
@@ -108,3 +126,21 @@ def uniform_fan_in(tensor: Tensor, fan_in: int) -> None:
     """torch.nn's default initialisation for weights and biases: U(-1/√fan_in, 1/√fan_in)."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     nn.init.uniform_(tensor, -bound, bound)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(elementary, response)`` parameter counts of ``model``.
+
+    Elementary: the plain network's parameters, what the model has when built without response
+    branches. Response: what the best-response layers add (response weights and ``V``); 0 for a
+    model built with ``n_hyper=0``. Parameters outside best-response layers are elementary.
+    """
+    elementary_count = response_count = 0
+    for module in model.modules():
+        if isinstance(module, BestResponse):
+            mine, theirs = module.parameter_split()
+            elementary_count += mine
+            response_count += theirs
+        else:
+            elementary_count += sum(p.numel() for p in module.parameters(recurse=False))
+    return elementary_count, response_count

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["dropconnect", "dropout", "embedding_dropout", "locked_dropout"]
+__all__ = ["channel_dropout", "dropconnect", "dropout", "embedding_dropout", "locked_dropout"]
 
 
 def _rate_view(p: Tensor | float, x: Tensor, keep_dims: int) -> Tensor | float:
@@ -34,6 +34,23 @@ def dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
     rate = _rate_view(p, x, 1)
     keep = 1.0 - rate
     mask = (torch.rand_like(x) < keep).to(x.dtype) / keep
+    return x * mask
+
+
+def channel_dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
+    """Channel-wise (spatial) dropout of feature maps ``x`` ``(B, C, ...)``, rate ``p`` (float or ``(B,)``).
+
+    One draw per example and channel, shared by every position, so a dropped channel is a whole
+    map of zeros (``F.dropout2d`` with a rate per example). Placed after pooling, kept maps scaled
+    by ``1/(1-p)`` have exactly the eval-mode mean; elementwise dropout before a max-pool would
+    not, since the pool keeps the largest of the inflated survivors.
+    """
+    if not training or _is_zero(p):
+        return x
+    rate = _rate_view(p, x, 1)
+    keep = 1.0 - rate
+    shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
+    mask = (torch.rand(shape, device=x.device, dtype=x.dtype) < keep).to(x.dtype) / keep
     return x * mask
 
 

@@ -163,6 +163,7 @@ class DeltaSTNResponse(ResponseModel):
         output = model(parts.augment(batch.inputs, at_h), at_h, stream="train")
         loss = task.loss(output.prediction, batch.targets)
         total = loss if output.penalty is None else loss + output.penalty
+        parts.last_penalty = 0.0 if output.penalty is None else float(output.penalty.detach())
         _update(total, self.split.general, parts.weight_optimizer, parts.clip)
         after = model.stream_state()
 

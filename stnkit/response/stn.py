@@ -33,8 +33,9 @@ class STNResponse(ResponseModel):
         hypernet_input: Literal["auto", "centered", "unconstrained", "normalized"] = Field(
             "auto",
             description="centered: λ̃ minus its initial value (unconstrained units); "
-            "unconstrained: λ̃ itself; normalized: each kind's bounded reading (sigmoid position "
-            "in its range, softplus excess over a lower bound)",
+            "unconstrained: λ̃ itself, as the released CNN code feeds it (divided by one constant, "
+            "max(1, RMS of the initial h), fixed when the run is built); normalized: each kind's "
+            "bounded reading (sigmoid position in its range, softplus excess over a lower bound)",
         )
 
     config: Config
@@ -68,8 +69,25 @@ class STNResponse(ResponseModel):
         if mode == "centered":
             return lam - self.space.h_initial
         if mode == "unconstrained":
-            return lam
+            return lam / self.unconstrained_scale()
         return self.space.hypernet_input(lam)
+
+    def unconstrained_scale(self) -> Tensor:
+        """The constant ``r = max(1, RMS(h_initial))`` the ``unconstrained`` input is divided by.
+
+        A gate is ``V·λ̂``, so an SGD step moves it by ``lr·‖λ̂‖²`` per unit of gradient. Rates
+        near 0.05 are ``u ≈ −2.9`` unconstrained: eleven of them make ``‖λ̂‖² ≈ 80``, against
+        ``≈ 0.2`` for the sigmoid readings, and the gate-times-response-weight product can
+        outrun SGD with momentum (recipes/cifar10-small.yaml at seed 1, with the CNN as it was
+        before channel dropout: gradient norm 2 → 30 → 1e19 in four weight steps, then NaN).
+        Dividing by ``r`` is a fixed reparametrisation of ``V`` — the gates stay linear in the
+        unconstrained values, as released — that brings ``‖λ̂‖²`` back to the number of
+        hyperparameters whatever their units.
+        """
+        initial = self.space.h_initial
+        if initial.numel() == 0:
+            return torch.ones((), device=initial.device)
+        return initial.pow(2).mean().sqrt().clamp(min=1.0)
 
     def weight_step(self, parts: TrainingParts, batch: Batch) -> Tensor:
         lam = self.space.sample(batch.size).detach()

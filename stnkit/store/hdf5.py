@@ -253,6 +253,9 @@ class HDF5Store:
         attrs["tunes"] = run.tunes
         attrs["steps_per_epoch"] = run.steps_per_epoch
         attrs["epochs_planned"] = run.epochs
+        if run.parameters_elementary is not None and run.parameters_response is not None:
+            attrs["parameters_elementary"] = run.parameters_elementary
+            attrs["parameters_response"] = run.parameters_response
         attrs["flush_seconds"] = self.flush_seconds
         hp = file.create_group("hyperparameters")
         hp.create_dataset("names", data=np.array(self.names, dtype=object), dtype=_STR)

@@ -148,6 +148,17 @@ class RunRecord:
         return max((int(c[-1]) for c in candidates if c is not None and len(c)), default=0)
 
     @property
+    def parameters(self) -> dict[str, int] | None:
+        """The model's size: ``elementary`` (the plain network) and ``response`` (what the
+        best-response branches and V add; 0 for a plain run). ``None`` for files that predate it."""
+        if "parameters_elementary" not in self.attrs or "parameters_response" not in self.attrs:
+            return None
+        return {
+            "elementary": int(self.attrs["parameters_elementary"]),
+            "response": int(self.attrs["parameters_response"]),
+        }
+
+    @property
     def n_epochs(self) -> int:
         return len(self.epochs.get("epoch", ()))
 
@@ -235,6 +246,7 @@ class RunRecord:
             "backend": str(self.attrs.get("backend", "")),
             "stnkit_version": str(self.attrs.get("stnkit_version", "")),
             "torch_version": str(self.attrs.get("torch_version", "")),
+            "parameters": self.parameters,
             "steps": self.steps,
             "hyper_steps": int(self.hyper["hyper_step"][-1]) if len(self.hyper.get("hyper_step", ())) else 0,
             "epochs": self.n_epochs,

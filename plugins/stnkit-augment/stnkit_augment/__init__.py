@@ -6,7 +6,7 @@ Registered names: ``brightness``, ``contrast``, ``saturation``, ``hue``, ``input
 
 from __future__ import annotations
 
-from stnkit_augment._base import ImageAugmentation
+from stnkit_augment._base import ImageAugmentation, NormalizedSpaceAugmentation
 from stnkit_augment.color import Brightness, Contrast, Hue, Saturation
 from stnkit_augment.cutout import Cutout, cutout_mask
 from stnkit_augment.hsv import adjust_hue, hsv_to_rgb, rgb_to_hsv
@@ -21,6 +21,7 @@ __all__ = [
     "ImageAugmentation",
     "InputDropout",
     "InputScaling",
+    "NormalizedSpaceAugmentation",
     "Saturation",
     "adjust_hue",
     "cutout_mask",

@@ -12,7 +12,14 @@ from stnkit.data import DataInfo
 from stnkit.errors import UsageError
 from stnkit.hyper.space import HyperBatch
 
-__all__ = ["LUMA", "ImageAugmentation", "grey", "per_example", "uniform_factor"]
+__all__ = [
+    "LUMA",
+    "ImageAugmentation",
+    "NormalizedSpaceAugmentation",
+    "grey",
+    "per_example",
+    "uniform_factor",
+]
 
 #: ITU-R BT.601 luma weights of R, G, B
 LUMA = (0.299, 0.587, 0.114)
@@ -53,6 +60,38 @@ class ImageAugmentation(Augmentation):
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
         """Augment ``x`` ``(B, C, H, W)``; return a new tensor of the same shape and dtype."""
         raise NotImplementedError
+
+
+class NormalizedSpaceAugmentation(ImageAugmentation):
+    """Base of the augmentations the released STN code applies to the *normalised* image
+    ``z = (x − m) / σ`` (input scaling, input dropout, cutout).
+
+    stnkit normalises inside the model, so these work on the pixel scale in the equivalent form:
+    an operation ``z ↦ a·z`` (``a`` a factor, a mask or 0 per value) is ``x ↦ m + a·(x − m)``,
+    with ``m`` the training set's channel mean (``DataInfo.extras["mean"]``, 0 if the data set
+    gives none — the same ``m`` the model subtracts). Results are not clamped: the normalised
+    values they stand for are unbounded, so put colour jitter (which assumes ``[0, 1]``) first.
+    """
+
+    def __init__(self, config: Any, data: DataInfo) -> None:
+        super().__init__(config, data)
+        channels = int(data.input_shape[0])
+        mean = data.extras.get("mean", [0.0] * channels)
+        if len(mean) != channels:
+            raise UsageError(
+                f"augmentation {self.name!r}: the data set's channel mean has {len(mean)} entries "
+                f"for {channels} channels"
+            )
+        self._mean = torch.tensor(mean, dtype=torch.float64).view(1, channels, 1, 1)
+        self._means: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def mean_like(self, x: Tensor) -> Tensor:
+        """The channel mean ``(1, C, 1, 1)`` on ``x``'s device and dtype (copied there once)."""
+        key = (x.device, x.dtype)
+        mean = self._means.get(key)
+        if mean is None:
+            mean = self._means[key] = self._mean.to(device=x.device, dtype=x.dtype)
+        return mean
 
 
 def per_example(hp: HyperBatch, name: str, x: Tensor) -> Tensor:

@@ -1,4 +1,8 @@
-"""``cutout`` (DeVries & Taylor, 2017): zero square patches at random positions, per image."""
+"""``cutout`` (DeVries & Taylor, 2017): blank square patches at random positions, per image.
+
+As in the released STN code, cutout acts on the normalised image, so a hole is 0 there: on the
+pixel scale it takes the training set's mean colour.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from torch import Tensor
 
 from stnkit.config import ComponentConfig, HyperparameterUse
 from stnkit.hyper.space import HyperBatch
-from stnkit_augment._base import ImageAugmentation
+from stnkit_augment._base import NormalizedSpaceAugmentation
 
 __all__ = ["Cutout", "cutout_mask"]
 
@@ -45,8 +49,9 @@ def cutout_mask(holes: Tensor, length: Tensor, height: int, width: int) -> Tenso
     return (in_rows & in_cols).any(dim=1)
 
 
-class Cutout(ImageAugmentation):
-    """Set ``cutout_holes`` squares of side ``cutout_length`` pixels to 0 in every channel.
+class Cutout(NormalizedSpaceAugmentation):
+    """Set ``cutout_holes`` squares of side ``cutout_length`` pixels to the mean colour (0 after
+    normalisation) in every channel.
 
     Both hyperparameters are per example and floored (``hp.discrete``); either at 0 is the identity.
     """
@@ -67,4 +72,4 @@ class Cutout(ImageAugmentation):
         holes = hp.discrete("cutout_holes").to(x.device)
         length = hp.discrete("cutout_length").to(x.device)
         mask = cutout_mask(holes, length, x.shape[2], x.shape[3])
-        return x.masked_fill(mask.unsqueeze(1), 0.0)
+        return torch.where(mask.unsqueeze(1), self.mean_like(x), x)

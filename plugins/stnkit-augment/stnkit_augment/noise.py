@@ -1,4 +1,9 @@
-"""Pixel noise: ``input-scaling`` (multiplicative Gaussian) and ``input-dropout`` (zeroed pixels)."""
+"""Input noise as the released STN code applies it to the normalised image: ``input-scaling``
+(one random factor per image) and ``input-dropout`` (elementwise, rescaled).
+
+Both work on the pixel scale in the form that equals the released operation on ``z = (x − m)/σ``
+(see :class:`~stnkit_augment._base.NormalizedSpaceAugmentation`); neither clamps.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,16 @@ from torch import Tensor
 
 from stnkit.config import ComponentConfig, HyperparameterUse
 from stnkit.hyper.space import HyperBatch
-from stnkit_augment._base import ImageAugmentation, per_example
+from stnkit_augment._base import NormalizedSpaceAugmentation, per_example
 
 __all__ = ["InputDropout", "InputScaling"]
 
 
-class InputScaling(ImageAugmentation):
-    """``x · (1 + s · ε)`` clamped to ``[0, 1]``, a fresh ``ε ~ N(0, 1)`` for every value.
+class InputScaling(NormalizedSpaceAugmentation):
+    """Scale each normalised image by one factor ``f ~ U(1/(1+s), 1+s)``: ``x ↦ m + f·(x − m)``.
 
-    The noise is independent per channel as well as per pixel (Gaussian-dropout-style scaling of
-    each input value), so it perturbs colour as well as intensity.
+    ``s ≥ 0``; the released experiment searches ``s ∈ (0, 0.3)``. The range is symmetric in
+    log-scale about 1 (``1/(1+s)`` to ``1+s``), so shrinking and stretching are equally likely.
     """
 
     name = "input-scaling"
@@ -28,26 +33,24 @@ class InputScaling(ImageAugmentation):
 
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {
         "input_scaling": HyperparameterUse(
-            "multiplicative Gaussian noise on the inputs: standard deviation of the scale",
-            default=0.0,
-            low=0.0,
-            high=1.0,
+            "scale each normalised image by one factor drawn from U(1/(1+s), 1+s)", default=0.0, low=0.0
         ),
     }
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
-        scale = per_example(hp, "input_scaling", x)
-        # x + x·(s·ε) in one fused op: exactly x where s = 0
-        return torch.addcmul(x, x, scale * torch.randn_like(x)).clamp(0.0, 1.0)
+        s = per_example(hp, "input_scaling", x)
+        low = 1.0 / (1.0 + s)
+        # f − 1, so that x + (x − m)·(f − 1) is exactly x at s = 0
+        offset = (low - 1.0) + (1.0 + s - low) * torch.rand_like(s)
+        return torch.addcmul(x, x - self.mean_like(x), offset)
 
 
-class InputDropout(ImageAugmentation):
-    """Zero each pixel — all its channels together — with probability ``p``; no rescaling.
+class InputDropout(NormalizedSpaceAugmentation):
+    """Inverted dropout of every value of the normalised image — each channel of each pixel on
+    its own — with rate ``p``: ``x ↦ m + (x − m)·k/(1 − p)``, ``k ~ Bernoulli(1 − p)``.
 
-    Inverted dropout's ``1 / (1 − p)`` keeps the expected activation, but here it would push pixel
-    values past 1 (leaving the ``[0, 1]`` range later augmentations and the model's input scaling
-    assume) and brighten every surviving pixel. Test images are never dropped, so keeping the
-    survivors as they are keeps them looking like test images.
+    A dropped value becomes the channel mean (0 after normalisation); the survivors are
+    stretched away from it by ``1/(1 − p)``, so the normalised image keeps its expectation.
     """
 
     name = "input-dropout"
@@ -57,13 +60,18 @@ class InputDropout(ImageAugmentation):
 
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {
         "input_dropout": HyperparameterUse(
-            "probability of zeroing each input pixel (all channels)", default=0.0, low=0.0, high=1.0
+            "probability of dropping each value of the normalised image (rescaled by 1/(1-p))",
+            default=0.0,
+            low=0.0,
+            high=1.0,
         ),
     }
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
-        rate = per_example(hp, "input_dropout", x)
-        batch, _, height, width = x.shape
-        # rand is in [0, 1), so p = 0 drops nothing
-        dropped = torch.rand(batch, 1, height, width, device=x.device, dtype=x.dtype) < rate
-        return x.masked_fill(dropped, 0.0)
+        keep = 1.0 - per_example(hp, "input_dropout", x)
+        # x + (x − m)·(gain − 1) with gain = k/(1 − p): a kept value moves by 1/(1 − p) − 1, a
+        # dropped one by −1 (to m). rand is in [0, 1), so p = 0 keeps everything and moves
+        # nothing; the clamp only keeps p = 1 (nothing kept) from dividing by zero.
+        stretch = 1.0 / keep.clamp(min=torch.finfo(x.dtype).tiny) - 1.0
+        shift = torch.where(torch.rand_like(x) < keep, stretch, -1.0)
+        return torch.addcmul(x, x - self.mean_like(x), shift)

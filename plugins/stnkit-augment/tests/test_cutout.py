@@ -177,3 +177,18 @@ def test_centres_reach_every_pixel() -> None:
     assert bool(counts.min() > 0)
     # 30000 / 1024 ≈ 29 per pixel; a Poisson count that far off would be a > 6-sigma event
     assert float(counts.mean()) == 30000 / 1024 and float(counts.max()) < 29.3 + 6 * 29.3**0.5
+
+
+def test_holes_are_zero_in_the_normalized_image() -> None:
+    """As released, cutout acts after normalisation: a hole takes the mean colour."""
+    mean = [float(v) for v in RGB.mean(dim=(0, 2, 3))]
+    std = [float(v) for v in RGB.std(dim=(0, 2, 3))]
+    data = DataInfo(ClassificationTask(10), (3, 32, 32), 1, len(RGB), 0, extras={"mean": mean, "std": std})
+    x = RGB[:8].clone()
+    torch.manual_seed(3)
+    out = Cutout(Cutout.Config(), data)(x.clone(), hyper([2.0] * 8, [9.0] * 8))
+    torch.manual_seed(3)
+    mask = cutout_mask(torch.full((8,), 2), torch.full((8,), 9), 32, 32).unsqueeze(1).expand_as(x)
+    z = (out - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert float(z[mask].abs().max()) < 1e-6
+    assert torch.equal(out[~mask], x[~mask])

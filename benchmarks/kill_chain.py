@@ -212,9 +212,13 @@ def run_chain(
         named = isinstance(entry, str)
         attempt = launch(chain.path, entry if named else None)
         chain.attempts += 1
-        if from_lock and not named:
-            _wait_for_lock(attempt, out_dir)
-        code = attempt.wait(POINT_TIMEOUT if named else float(entry))
+        try:
+            if from_lock and not named:
+                _wait_for_lock(attempt, out_dir)
+            code = attempt.wait(POINT_TIMEOUT if named else float(entry))
+        except BaseException:
+            attempt.kill()  # never leave an attempt running behind a failed or stopped chain
+            raise
         if code is None:
             attempt.kill()
             code = -9
@@ -233,7 +237,11 @@ def run_chain(
             chain.restarts += chain.path is None
     attempt = launch(chain.path, None)
     chain.attempts += 1
-    code = attempt.wait(POINT_TIMEOUT)
+    try:
+        code = attempt.wait(POINT_TIMEOUT)
+    except BaseException:
+        attempt.kill()
+        raise
     if code is None:
         attempt.kill()
         raise AssertionError("the last attempt did not finish")
@@ -321,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first", type=float, nargs=2, default=(3.0, 10.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--delay", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--mode", choices=("cli", "fork"), default="cli")
+    parser.add_argument(
+        "--from-lock",
+        action="store_true",
+        help="time each kill from when the attempt takes the run's writer lock, not from its start",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/kill-chain"))
     args = parser.parse_args(argv)
@@ -341,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule = [rng.uniform(*args.first)] + [rng.uniform(*args.delay) for _ in range(args.kills - 1)]
         folder = root / f"chain{index:02d}"
         try:
-            chain = run_chain(launcher(folder), folder, schedule)
+            chain = run_chain(launcher(folder), folder, schedule, from_lock=args.from_lock)
             assert chain.path is not None
             found = differences(reference, chain.path)
         except AssertionError as error:

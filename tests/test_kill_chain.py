@@ -142,3 +142,28 @@ def test_show_flags_a_record_whose_tables_contradict_its_counters(
     assert "inconsistent" in out and "0 epoch rows" in out
     assert main(["show", str(path), "--json"]) == 0
     assert '"problems": [' in capsys.readouterr().out
+
+
+def test_a_file_left_flagged_open_for_writing_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ending a run used to risk (reopening it "r+" for its attributes, killed there)."""
+    import multiprocessing
+    import os
+    import signal
+
+    path = stnkit.run(write_recipe(tmp_path, train__epochs=2)).path
+    assert path is not None
+
+    def killed_while_writing() -> None:
+        with h5py.File(path, "r+") as f:
+            f.attrs["status"] = "completed"
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    child = multiprocessing.get_context("fork").Process(target=killed_while_writing)
+    child.start()
+    child.join()
+    assert child.exitcode == -9
+    assert main(["show", str(path)]) == 2
+    assert f"h5clear -s {path}" in capsys.readouterr().err

@@ -329,6 +329,11 @@ def open_run(path: str | Path) -> RunRecord:
         try:
             handle = h5py.File(path, "r")
         except OSError as error:
+            if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
+                raise RunFileError(
+                    f"{path} was left flagged as open for writing by a process killed while ending "
+                    f"the run; `h5clear -s {path}` clears the flag, after which it can be read"
+                ) from None
             raise RunFileError(f"{path} is not a readable HDF5 run file ({error})") from None
     with handle as file:
         attrs = {key: _attr(value) for key, value in file.attrs.items()}

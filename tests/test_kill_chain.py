@@ -88,6 +88,19 @@ def test_a_fixed_response_run_killed_again_and_again(tmp_path: Path) -> None:
     assert kill_chain.differences(reference, chain.path) == []
 
 
+@pytest.mark.parametrize(
+    "stop", [{"train__max_steps": 9}, {"train__patience": 1}], ids=["max_steps", "patience"]
+)
+def test_a_run_that_stopped_early_resumes_into_its_final_test_not_more_training(
+    tmp_path: Path, stop: dict[str, int]
+) -> None:
+    reference, launch = setup_chain(tmp_path, **stop)
+    record = stnkit.open_run(reference)
+    assert record.steps < 2 * SETTINGS["train__epochs"]  # it did stop early
+    chain = kill_chain.run_chain(launch, tmp_path / "chain", ["final-eval", "end-attrs"])
+    assert kill_chain.differences(reference, chain.path) == []
+
+
 def _tiny_tables() -> None:
     from stnkit.store.hdf5 import HDF5Store
 

@@ -245,8 +245,9 @@ class HDF5Store:
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self.file is None:
             return
+        self.flush()  # first: a flush may rebuild the file, giving it a new handle
         file = self.file
-        self.flush()
+        assert file is not None
         kill_point("end-tables")
         file["hyperparameters/final"][...] = self._row(result.final_values)
         file["hyperparameters/best"][...] = self._row(result.best_values)

@@ -197,15 +197,43 @@ def _wait_for_lock(attempt: Attempt, out_dir: Path, timeout: float = POINT_TIMEO
             return
 
 
+def _inode(path: Path | None) -> int | None:
+    try:
+        return None if path is None else path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _wait_for_live(
+    attempt: Attempt, out_dir: Path, path: Path | None, timeout: float = POINT_TIMEOUT
+) -> None:
+    """Until ``attempt``'s run file is live — created, or rebuilt by its resume (the file under
+    the run's name is a new one) — so that it is training from here on; or until it exits."""
+    before = _inode(path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = path if path is not None else next(iter(sorted(out_dir.glob("*.h5"))), None)
+        inode = _inode(current)
+        if inode is not None and inode != before:
+            return
+        if attempt.wait(0.005) is not None:
+            return
+
+
+#: when a random kill's delay starts counting: at the attempt's start, once it holds the writer
+#: lock, or once its run file is live (created or rebuilt)
+ANCHORS = ("start", "lock", "live")
+
+
 def run_chain(
-    launch: Launcher, out_dir: Path, schedule: Sequence[float | str], from_lock: bool = False
+    launch: Launcher, out_dir: Path, schedule: Sequence[float | str], anchor: str = "start"
 ) -> Chain:
     """Run the schedule, then one last attempt to completion.
 
-    Each entry is one attempt: a number kills it (SIGKILL) that many seconds after it starts
-    (``from_lock``: after it takes the run file's writer lock, so that start-up does not use up
-    the kills), unless it has finished by then; a string is a ``STNKIT_TEST_KILL_AT`` spec, and
-    the attempt must die there. An attempt that finishes ends the chain early.
+    Each entry is one attempt: a number kills it (SIGKILL) that many seconds after ``anchor``
+    (:data:`ANCHORS`; the later ones keep start-up from using up the kills), unless it has
+    finished by then; a string is a ``STNKIT_TEST_KILL_AT`` spec, and the attempt must die there.
+    An attempt that finishes ends the chain early.
     """
     chain = Chain()
     for entry in schedule:
@@ -213,8 +241,10 @@ def run_chain(
         attempt = launch(chain.path, entry if named else None)
         chain.attempts += 1
         try:
-            if from_lock and not named:
+            if anchor == "lock" and not named:
                 _wait_for_lock(attempt, out_dir)
+            elif anchor == "live" and not named:
+                _wait_for_live(attempt, out_dir, chain.path)
             code = attempt.wait(POINT_TIMEOUT if named else float(entry))
         except BaseException:
             attempt.kill()  # never leave an attempt running behind a failed or stopped chain
@@ -330,9 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--mode", choices=("cli", "fork"), default="cli")
     parser.add_argument(
-        "--from-lock",
-        action="store_true",
-        help="time each kill from when the attempt takes the run's writer lock, not from its start",
+        "--from",
+        dest="anchor",
+        choices=ANCHORS,
+        default="start",
+        help="time each kill from the attempt's start (the issue's procedure), from when it takes "
+        "the run's writer lock, or from when its run file is live (created or rebuilt)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/kill-chain"))
@@ -354,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule = [rng.uniform(*args.first)] + [rng.uniform(*args.delay) for _ in range(args.kills - 1)]
         folder = root / f"chain{index:02d}"
         try:
-            chain = run_chain(launcher(folder), folder, schedule, from_lock=args.from_lock)
+            chain = run_chain(launcher(folder), folder, schedule, anchor=args.anchor)
             assert chain.path is not None
             found = differences(reference, chain.path)
         except AssertionError as error:

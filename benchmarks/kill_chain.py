@@ -26,6 +26,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -370,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/kill-chain"))
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like Ctrl-C, so the attempt in flight is killed too
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def launcher(folder: Path) -> Launcher:
         folder.mkdir(parents=True, exist_ok=True)

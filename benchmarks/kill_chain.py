@@ -226,6 +226,15 @@ def _wait_for_live(
 ANCHORS = ("start", "lock", "live")
 
 
+def _completed(path: Path) -> bool:
+    import stnkit
+
+    try:
+        return str(stnkit.open_run(path).attrs.get("status")) == "completed"
+    except Exception:
+        return False
+
+
 def run_chain(
     launch: Launcher, out_dir: Path, schedule: Sequence[float | str], anchor: str = "start"
 ) -> Chain:
@@ -266,6 +275,8 @@ def run_chain(
         if chain.path is None:
             chain.path = _run_file(out_dir)
             chain.restarts += chain.path is None
+        if chain.path is not None and _completed(chain.path):
+            return chain  # the kill came after the run had ended: nothing left to resume
     attempt = launch(chain.path, None)
     chain.attempts += 1
     try:

@@ -147,7 +147,11 @@ def run(
 
             recorded_train = open_run(resume_from).recipe.get("train") or {}
             observers.append(make_progress(console, recorded_train.get("max_steps")))
-        result = resume_run(resume_from, plugins=plugins(), observers=observers)
+
+        def notice(line: str) -> None:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(Text(line, style="yellow"))
+
+        result = resume_run(resume_from, plugins=plugins(), observers=observers, notice=notice)
     else:
         if recipe is None:
             raise UsageError("give a recipe file to run, or --resume RUN.h5 to continue a run")

@@ -22,6 +22,7 @@ from stnkit.build import Built
 from stnkit.data import Batch
 from stnkit.errors import DistributedError, DivergenceError, RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
+from stnkit.killpoints import kill_point
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
 
@@ -89,6 +90,7 @@ class Engine:
         self.hyper_consumed = 0
         self._hyper_batches: Iterator[Batch] | None = None
         self.stop_requested = False
+        self.training_done = False  # every epoch the run will train is done
         self._last_checkpoint_step = 0
         self._last_checkpoint_time = time.monotonic()
 
@@ -136,7 +138,7 @@ class Engine:
 
     def _train(self) -> RunEnd:
         cfg = self.train_cfg
-        if self.lr_stopped:  # resumed from the checkpoint of the epoch that ended the run
+        if self.training_done or self.lr_stopped:  # resumed from the checkpoint after the last epoch
             return self._finish()
         first_epoch = self.epoch if self.batch_in_epoch else self.epoch + 1
         for epoch in range(first_epoch, cfg.epochs + 1):
@@ -164,6 +166,7 @@ class Engine:
                     return self._end("interrupted", f"stopped by the user at weight step {self.step}")
                 if due:
                     self.checkpoint()
+                kill_point("weight-step")
             self._end_epoch(epoch)
             self.batch_in_epoch = 0
             # at an epoch boundary the generator's state is where the next epoch's order starts
@@ -171,6 +174,8 @@ class Engine:
             stop = cfg.max_steps is not None and self.step >= cfg.max_steps
             stop = stop or (cfg.patience is not None and self.since_best >= cfg.patience)
             stop = stop or self.lr_stopped
+            # recorded in the checkpoint: a run resumed from it goes straight to the final test
+            self.training_done = stop or epoch == cfg.epochs
             self.checkpoint()
             if stop:
                 break
@@ -336,6 +341,8 @@ class Engine:
             part = distributed.eval_shard(whole)
             if part is None:
                 continue
+            if split == "test":
+                kill_point("final-eval")
             batch = part.to(self.device)
             if batch.first:
                 self.model.reset_state("eval")
@@ -399,6 +406,7 @@ class Engine:
             "hyper_step": self.hyper_step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "training_done": self.training_done,
             "epoch_losses": list(self.epoch_losses),
             "since_best": self.since_best,
             "since_decay": self.since_decay,
@@ -438,6 +446,7 @@ class Engine:
         self.hyper_step = int(state["hyper_step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.training_done = bool(state.get("training_done", False))
         self.epoch_losses = [float(x) for x in state["epoch_losses"]]
         self.since_best = int(state["since_best"])
         self.since_decay = int(state["since_decay"])

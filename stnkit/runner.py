@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
 
 __all__ = ["RunResult", "prepare", "resume", "run", "run_path", "validate"]
+
+_log = logging.getLogger("stnkit")
 
 
 @dataclass(frozen=True)
@@ -229,10 +232,14 @@ def resume(
     *,
     plugins: Plugins | None = None,
     observers: Iterable[object] = (),
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Continue a stopped or crashed run from its latest checkpoint, in the same run file.
 
-    On the CPU the continued run's trajectory is identical to that of an uninterrupted run.
+    On the CPU the continued run's trajectory is identical to that of an uninterrupted run. A run
+    killed before its first checkpoint starts again from the beginning in the same file (its
+    recipe and seed are stored, so the result is the same); ``notice`` (default: a warning on
+    the ``stnkit`` logger) is told so in one line.
     """
     from stnkit.store.reader import open_run
 
@@ -256,11 +263,16 @@ def resume(
                 f"{path} was trained on {recorded_world} process(es); resume it with the same world "
                 f"size (now {now}): the data split and the random streams depend on it"
             )
-        return _resume(path, recipe, record, plugins, observers)
+        return _resume(path, recipe, record, plugins, observers, notice)
 
 
 def _resume(
-    path: Path, recipe: Recipe, record: Any, plugins: Plugins, observers: Iterable[object]
+    path: Path,
+    recipe: Recipe,
+    record: Any,
+    plugins: Plugins,
+    observers: Iterable[object],
+    notice: Callable[[str], None] | None,
 ) -> RunResult:
     built = _build_everywhere(lambda: build(resolve(recipe, plugins)))
 
@@ -275,12 +287,14 @@ def _resume(
 
     run_store, state = distributed.collectively(open_store, "opening the run file")
     state = distributed.broadcast_object(state)
-    assert state is not None
-    info = dataclasses.replace(
-        run_info(built, path, record.metadata),
-        start_step=int(state["step"]),
-        start_epoch=int(state["epoch"]),
-    )
+    info = run_info(built, path, record.metadata)
+    if state is None:
+        if distributed.world().is_main:
+            (notice or _log.warning)(
+                f"{path} has no checkpoint yet: starting the run again from the beginning, in the same file"
+            )
+    else:
+        info = dataclasses.replace(info, start_step=int(state["step"]), start_epoch=int(state["epoch"]))
     return _execute(built, plugins, info, run_store, observers, state=state)
 
 

@@ -13,6 +13,8 @@ import yaml
 import stnkit
 from stnkit.cli import main
 from stnkit.errors import RunFileError
+from stnkit.store.checkpoint import read_latest
+from tests.conftest import write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -125,20 +127,27 @@ def test_tables_are_allocated_once_and_count_their_rows(finished: stnkit.RunResu
         assert int(f["epochs/_rows"][()]) == len(record.epochs["epoch"]) == 5
 
 
-def test_a_table_that_outgrows_its_estimate_grows(tmp_path: Path) -> None:
-    from stnkit.store.hdf5 import _Table
-    from stnkit.store.reader import read_table
+def test_tables_and_checkpoints_that_outgrow_their_room_rebuild_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Growing a dataset in a live file is a structural change a kill can tear; the store instead
+    writes a bigger copy beside it and renames it into place, losing no row."""
+    from stnkit.store.hdf5 import HDF5Store
 
-    with h5py.File(tmp_path / "t.h5", "w") as f:
-        table = _Table(f.create_group("t"), {"a": (np.int64, 0), "b": (np.float64, 2)}, capacity=2)
-        for i in range(3):
-            table.add(a=i, b=np.array([i, -i], dtype=np.float64))
-        table.flush()
-        table.add(a=3, b=np.array([3.0, -3.0]))
-        table.flush()
-        columns = read_table(f["t"])
-    np.testing.assert_array_equal(columns["a"], [0, 1, 2, 3])
-    np.testing.assert_array_equal(columns["b"][:, 1], [0, -1, -2, -3])
+    reference = stnkit.run(write_recipe(tmp_path / "a", train__epochs=6, train__log_every=1))
+    monkeypatch.setattr(HDF5Store, "_capacities", lambda self, run: {"hyper": 1, "train": 2, "epochs": 1})
+    result = stnkit.run(write_recipe(tmp_path / "b", train__epochs=6, train__log_every=1))
+    assert result.path is not None and reference.path is not None
+    assert not Path(str(result.path) + ".new").exists()
+    for name in ("hyper", "train", "epochs"):
+        expected, got = stnkit.open_run(reference.path).table(name), stnkit.open_run(result.path).table(name)
+        assert len(got["step"]) == len(expected["step"]) > 2
+        for column in expected:
+            if column != "time":
+                np.testing.assert_array_equal(got[column], expected[column], err_msg=f"{name}.{column}")
+    with h5py.File(result.path, "r") as f:
+        assert f["train/loss"].shape[0] >= 12 and f["checkpoints/slot0"].shape[0] > 0
+        assert read_latest(f, "x") is not None
 
 
 def test_a_file_damaged_by_a_crash_is_reported_in_a_second_not_waited_on(

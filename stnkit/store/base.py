@@ -19,6 +19,7 @@ class RunStore(Protocol):
 
     def close(self) -> None: ...
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        """For a resumed run: the latest complete checkpoint (what ``stnkit_checkpoint`` saved)."""
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """For a resumed run: the latest complete checkpoint (what ``stnkit_checkpoint`` saved),
+        or ``None`` when the run has none yet (it then starts again from the beginning)."""
         ...

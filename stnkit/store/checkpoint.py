@@ -18,8 +18,17 @@ import numpy as np
 import torch
 
 from stnkit.errors import RunFileError
+from stnkit.killpoints import kill_point
 
-__all__ = ["SLOTS", "create_slots", "read_latest", "serialize", "write_checkpoint"]
+__all__ = [
+    "SLOTS",
+    "create_slots",
+    "latest_blob",
+    "read_latest",
+    "serialize",
+    "slot_capacity",
+    "write_checkpoint",
+]
 
 SLOTS = 2
 _CHUNK = 1 << 20
@@ -51,12 +60,24 @@ def deserialize(blob: bytes, where: str) -> dict[str, Any]:
     return state
 
 
-def create_slots(file: h5py.File) -> h5py.Group:
+def create_slots(file: h5py.File, capacity: int = 0) -> h5py.Group:
     """The ``checkpoints`` group: ``slot0``/``slot1`` bytes, per-slot ``length``, ``step`` and
-    ``sha256``, and ``latest`` (the slot holding the newest complete checkpoint, −1 for none)."""
+    ``sha256``, and ``latest`` (the slot holding the newest complete checkpoint, −1 for none).
+
+    Each slot holds ``capacity`` bytes, every chunk written now (zero-filled): a checkpoint then
+    only overwrites bytes already on disk, never the file's structure. One that would not fit is
+    the store's business: it rebuilds the file with larger slots (``HDF5Store``).
+    """
     group = file.create_group("checkpoints")
+    capacity = max(int(capacity), 0)
+    chunk = max(min(_CHUNK, capacity), 1) if capacity else _CHUNK
     for slot in range(SLOTS):
-        group.create_dataset(f"slot{slot}", shape=(0,), maxshape=(None,), chunks=(_CHUNK,), dtype=np.uint8)
+        group.create_dataset(
+            f"slot{slot}",
+            data=np.zeros(capacity, dtype=np.uint8),
+            maxshape=(None,),  # resizable only for tools that rewrite a finished file
+            chunks=(chunk,),
+        )
     group.create_dataset("length", data=np.zeros(SLOTS, dtype=np.int64))
     group.create_dataset("step", data=np.full(SLOTS, -1, dtype=np.int64))
     group.create_dataset("sha256", data=np.array([b""] * SLOTS, dtype="S64"))
@@ -64,17 +85,22 @@ def create_slots(file: h5py.File) -> h5py.Group:
     return group
 
 
+def slot_capacity(file: h5py.File) -> int:
+    """Bytes the smaller slot can hold: the largest checkpoint that can be written in place."""
+    group = file["checkpoints"]
+    return min(int(group[f"slot{slot}"].shape[0]) for slot in range(SLOTS))
+
+
 def write_checkpoint(file: h5py.File, blob: np.ndarray, step: int) -> int:
     """Write ``blob`` into the slot not holding the latest checkpoint; only then point ``latest``
-    at it. Returns the slot used."""
+    at it. Returns the slot used. ``blob`` must fit (:func:`slot_capacity`): growing a slot in a
+    live file would change its structure, which a kill could leave half-written."""
     group = file["checkpoints"]
     latest = int(group["latest"][()])
     slot = 0 if latest != 0 else 1
     data = group[f"slot{slot}"]
     if data.shape[0] < len(blob):
-        # grow with room to spare: later checkpoints (about the same size) then overwrite bytes in
-        # place and never change the file's structure, which a kill could leave half-written
-        data.resize((len(blob) + len(blob) // 4,))
+        raise ValueError(f"a checkpoint of {len(blob)} bytes does not fit a slot of {data.shape[0]}")
     data[: len(blob)] = blob
     data.flush()
     group["length"][slot] = len(blob)
@@ -85,14 +111,16 @@ def write_checkpoint(file: h5py.File, blob: np.ndarray, step: int) -> int:
     group["sha256"].flush()
     group["step"].flush()
     file.flush()  # the slot is complete on disk before it becomes the latest
+    kill_point("checkpoint-bytes")
     group["latest"][()] = slot
     group["latest"].flush()
     file.flush()
+    kill_point("checkpoint-done")
     return slot
 
 
-def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | None:
-    """The newest intact checkpoint and its step, or ``None`` when the run has none.
+def latest_blob(file: h5py.File) -> tuple[np.ndarray, int] | None:
+    """The newest intact checkpoint's raw bytes and step (nothing is unpickled), or ``None``.
 
     A slot whose bytes do not match their recorded hash (a torn write) is passed over for the
     other slot.
@@ -105,9 +133,18 @@ def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | Non
     for slot in order:
         data = group[f"slot{slot}"]
         length = int(group["length"][slot]) if "length" in group else data.shape[0]
-        blob = np.asarray(data[:length]).tobytes()
+        blob = np.asarray(data[:length], dtype=np.uint8)
         recorded = bytes(group["sha256"][slot]).decode()
-        if not blob or hashlib.sha256(blob).hexdigest() != recorded:
+        if not length or hashlib.sha256(blob.tobytes()).hexdigest() != recorded:
             continue
-        return deserialize(blob, where), int(group["step"][slot])
+        return blob, int(group["step"][slot])
     return None
+
+
+def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | None:
+    """The newest intact checkpoint and its step, or ``None`` when the run has none."""
+    found = latest_blob(file)
+    if found is None:
+        return None
+    blob, step = found
+    return deserialize(blob.tobytes(), where), step

@@ -2,7 +2,8 @@
 
 Everything the file will hold is created when the run starts (SWMR forbids creating objects
 later); rows are buffered in memory and appended at most every ``store.flush_seconds`` seconds,
-at every epoch end and at the end of the run. The final status is set after leaving SWMR mode.
+at every epoch end and at the end of the run. The end-of-run attributes, created with
+placeholders at the start, are overwritten in place before the file is closed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from stnkit._version import __version__
 from stnkit.errors import RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
+from stnkit.killpoints import kill_point
 from stnkit.recipe import Recipe
-from stnkit.store.checkpoint import create_slots, read_latest, serialize, write_checkpoint
+from stnkit.store.checkpoint import (
+    create_slots,
+    latest_blob,
+    read_latest,
+    serialize,
+    slot_capacity,
+    write_checkpoint,
+)
 from stnkit.store.lock import WriterLock
 from stnkit.store.reader import read_table
 from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION
@@ -47,13 +56,15 @@ class _Table:
     ``_rows`` count. Appending then only overwrites bytes inside allocated chunks: the file's
     structure (object headers, chunk indexes) never changes while the run goes, so a writer killed
     mid-flush cannot leave a header half-written — growing datasets did, in about one SIGKILL in
-    fifty. Rows are written before the count that admits them; readers read ``_rows`` rows.
+    fifty. Rows are written before the count that admits them; readers read ``_rows`` rows. A
+    table never grows in place: the store rebuilds the file with more room first (``needed``).
     """
 
     def __init__(self, group: h5py.Group, columns: dict[str, tuple[Any, int]], capacity: int) -> None:
         """``columns``: name → (dtype, width); width 0 is a vector, > 0 a ``(N, width)`` matrix.
-        ``capacity``: rows to allocate now (more are possible, at the cost of a structural change)."""
+        ``capacity``: rows to allocate."""
         capacity = max(int(capacity), 1)
+        self.capacity = capacity
         self.datasets: dict[str, h5py.Dataset] = {}
         self.rows: dict[str, list[Any]] = {name: [] for name in columns}
         chunk = min(_CHUNK, capacity)
@@ -74,31 +85,60 @@ class _Table:
             self.rows[name].append(value)
 
     def extend(self, columns: dict[str, np.ndarray]) -> None:
-        """Queue whole columns of rows (a resumed run's copied history)."""
+        """Queue whole columns of rows (a rebuilt file's copied history)."""
         for name, values in columns.items():
             self.rows[name].extend(list(values))
 
     def pending(self) -> int:
         return len(next(iter(self.rows.values()), []))
 
+    def needed(self) -> int:
+        """Rows the table must hold once its pending rows are flushed."""
+        return self.length + self.pending()
+
     def flush(self) -> None:
         count = self.pending()
         if not count:
             return
         end = self.length + count
+        if end > self.capacity:  # the store grows the file before flushing; never resize live
+            raise AssertionError(f"{end} rows do not fit a table of {self.capacity}")
         for name, ds in self.datasets.items():
-            if end > ds.shape[0]:  # beyond the estimate: grow (rare; a structural change)
-                ds.resize(max(end, 2 * ds.shape[0]), axis=0)
             ds[self.length : end] = np.asarray(self.rows[name], dtype=ds.dtype)
             ds.flush()
             self.rows[name].clear()
+        kill_point("flush-rows")
         self.count[()] = end  # only now are the new rows part of the record
         self.count.flush()
         self.length = end
 
 
+#: root attributes written at the end of a run; created at the start with these placeholders so
+#: that ending a run only overwrites values in place
+_END_ATTRS: dict[str, Any] = {
+    "ended": "",
+    "steps": np.int64(-1),
+    "epochs": np.int64(-1),
+    "best_epoch": np.int64(-1),
+    "best_val_loss": np.float64(math.nan),
+}
+
+#: root attributes a resumed run keeps from the file it continues (the rest describe this process)
+_KEPT_ON_RESUME = ("created", "recipe", "recipe_source", "recipe_base_dir")
+
+#: a checkpoint slot is made this much larger than the checkpoint that needed it
+_SLOT_SLACK = 1.5
+
+
 class HDF5Store:
-    """Records a run into ``path``; see ``docs/store.md`` for the layout."""
+    """Records a run into ``path``; see ``docs/store.md`` for the layout.
+
+    The file is never restructured while it is live. Whenever it must be — created, continued by
+    ``--resume``, or given more room for a table or a checkpoint — a complete new file is written
+    under ``RUN.h5.new`` (history copied, every row flushed, the checkpoint written) and only then
+    moved over ``RUN.h5`` with one atomic rename: a kill at any moment leaves either the old file
+    or the new one, never a half-made one.
+    """
 
     def __init__(self, path: Path, recipe: Recipe, resume: bool = False) -> None:
         self.path = Path(path)
@@ -107,6 +147,7 @@ class HDF5Store:
         self.lock = WriterLock(self.path)
         self._checkpoint: tuple[dict[str, Any], int] | None = None
         self.file: h5py.File | None = None
+        self.run: RunInfo | None = None
         self.names: tuple[str, ...] = ()
         self.metrics: tuple[str, ...] = ()
         self.log_every = recipe.train.log_every
@@ -117,11 +158,16 @@ class HDF5Store:
         self._penalty_sum = 0.0
         self._closed = False
 
+    @property
+    def _temporary(self) -> Path:
+        return self.path.with_name(self.path.name + ".new")
+
     # -- lifecycle hooks ------------------------------------------------------------------------
     # tryfirst: the record is on disk before any other observer reacts to the event
 
     @hookimpl(tryfirst=True)
     def stnkit_run_start(self, run: RunInfo) -> None:
+        self.run = run
         self.names = run.hyperparameters
         self.metrics = run.metrics
         if self.resume:
@@ -130,7 +176,7 @@ class HDF5Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
-            self._create(run, self.path)
+            self._rebuild(run, self._capacities(run), slot_size=0)
         except BaseException:
             self._abandon()
             raise
@@ -195,37 +241,54 @@ class HDF5Store:
             "loss_count": self._loss_count,
             "penalty_sum": self._penalty_sum,
         }
-        write_checkpoint(self.file, serialize({**state, "store": store_state}), step)
+        blob = serialize({**state, "store": store_state})
+        if len(blob) > slot_capacity(self.file):
+            # the file is rebuilt with larger slots, the new checkpoint written before it goes live
+            self._grow(slot_size=_slot_size(len(blob)), checkpoint=(blob, step))
+        else:
+            write_checkpoint(self.file, blob, step)
 
     @hookimpl(tryfirst=True)
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self.file is None:
             return
+        self.flush()  # first: a flush may rebuild the file, giving it a new handle
         file = self.file
-        self.flush()
+        assert file is not None
+        kill_point("end-tables")
         file["hyperparameters/final"][...] = self._row(result.final_values)
         file["hyperparameters/best"][...] = self._row(result.best_values)
         for name in self.metrics:
             file[f"test/{name}"][...] = result.test_metrics.get(name, math.nan)
             file[f"best_valid/{name}"][...] = result.best_val_metrics.get(name, math.nan)
         file.flush()
+        kill_point("end-results")
+        # Still in SWMR mode: the attributes exist since the start, so these overwrite values in
+        # place. (Reopening the file "r+" for them, as before, left a killed writer's file
+        # flagged "open for write": unreadable by HDF5 until h5clear.) status goes last, in its
+        # own flush: a file that says "completed" has every other end-of-run value on disk.
+        attrs = file.attrs
+        attrs.modify("message", result.message)
+        attrs.modify("ended", utc_now())
+        attrs.modify("steps", np.int64(result.step))
+        attrs.modify("epochs", np.int64(result.epoch))
+        attrs.modify("best_epoch", np.int64(-1 if result.best_epoch is None else result.best_epoch))
+        attrs.modify(
+            "best_val_loss", np.float64(math.nan if result.best_val_loss is None else result.best_val_loss)
+        )
+        file.flush()
+        kill_point("end-attrs")
+        attrs.modify("status", result.status)
+        file.flush()
+        kill_point("end-status")
         file.close()
         self.file = None
-        # attributes cannot change under SWMR: reopen normally to record how the run ended
-        with h5py.File(self.path, "r+") as final:
-            final.attrs["status"] = result.status
-            final.attrs["message"] = result.message
-            final.attrs["ended"] = utc_now()
-            final.attrs["steps"] = result.step
-            final.attrs["epochs"] = result.epoch
-            final.attrs["best_epoch"] = -1 if result.best_epoch is None else result.best_epoch
-            final.attrs["best_val_loss"] = math.nan if result.best_val_loss is None else result.best_val_loss
         self._closed = True
         self.lock.release()
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _create(self, run: RunInfo, target: Path, swmr: bool = True) -> None:
+    def _create(self, run: RunInfo, target: Path, capacities: dict[str, int], slot_size: int) -> h5py.File:
         width = len(self.names)
         file = h5py.File(target, "w-", libver="latest")
         self.file = file
@@ -257,6 +320,8 @@ class HDF5Store:
             attrs["parameters_elementary"] = run.parameters_elementary
             attrs["parameters_response"] = run.parameters_response
         attrs["flush_seconds"] = self.flush_seconds
+        for key, value in _END_ATTRS.items():
+            attrs[key] = value
         hp = file.create_group("hyperparameters")
         hp.create_dataset("names", data=np.array(self.names, dtype=object), dtype=_STR)
         hp.create_dataset(
@@ -268,7 +333,6 @@ class HDF5Store:
         hp.create_dataset("final", data=np.full(width, math.nan))
         hp.create_dataset("best", data=np.full(width, math.nan))
         f64, i64 = np.float64, np.int64
-        rows = self._capacities(run)
         self.hyper = _Table(
             file.create_group("hyper"),
             {
@@ -280,7 +344,7 @@ class HDF5Store:
                 "values": (f64, width),
                 "scales": (f64, width),
             },
-            rows["hyper"],
+            capacities["hyper"],
         )
         self.train = _Table(
             file.create_group("train"),
@@ -292,7 +356,7 @@ class HDF5Store:
                 "penalty": (f64, 0),
                 "lr": (f64, 0),
             },
-            rows["train"],
+            capacities["train"],
         )
         epochs = file.create_group("epochs")
         self.epochs = _Table(
@@ -309,10 +373,10 @@ class HDF5Store:
                 "scales": (f64, width),
                 "best": (np.int8, 0),
             },
-            rows["epochs"],
+            capacities["epochs"],
         )
         self.epoch_metrics = _Table(
-            epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics}, rows["epochs"]
+            epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics}, capacities["epochs"]
         )
         test = file.create_group("test")
         best_valid = file.create_group("best_valid")
@@ -320,10 +384,91 @@ class HDF5Store:
             test.create_dataset(name, data=math.nan)
             best_valid.create_dataset(name, data=math.nan)
         file.create_dataset("heartbeat", data=time.time())
-        create_slots(file)
-        if swmr:
+        create_slots(file, slot_size)
+        return file
+
+    def _rebuild(
+        self,
+        run: RunInfo,
+        capacities: dict[str, int],
+        slot_size: int,
+        source: h5py.File | None = None,
+        attrs: dict[str, Any] | None = None,
+        rows: tuple[int | None, int | None] = (None, None),
+        checkpoints: tuple[tuple[np.ndarray, int], ...] = (),
+        pending: tuple[_Table, ...] = (),
+    ) -> None:
+        """Write a complete run file under ``RUN.h5.new`` and move it over ``RUN.h5``.
+
+        ``source``: a run file whose history is copied (``rows``: the last weight step and epoch
+        to keep; ``None`` keeps all) and ``attrs`` set over the new file's own. ``checkpoints``:
+        written in order, the last becoming ``latest``. ``pending``: the old tables, whose rows
+        not yet flushed follow the copied ones. Every row is flushed before the rename, so the
+        file that appears under the run's name holds everything the old one did.
+        """
+        previous = self.file
+        saved = (self.hyper, self.train, self.epochs, self.epoch_metrics) if previous is not None else ()
+        temporary = self._temporary
+        temporary.unlink(missing_ok=True)
+        try:
+            file = self._create(run, temporary, capacities, slot_size)
+            for key, value in (attrs or {}).items():
+                file.attrs[key] = value
+            tables = (self.hyper, self.train, self.epochs, self.epoch_metrics)
+            if source is not None:
+                self._copy_tables(source, *rows)
+            for old, new in zip(pending, tables, strict=False):
+                new.extend({name: np.asarray(values) for name, values in old.rows.items()})
+            for table in tables:
+                table.flush()
+            for blob, step in checkpoints:
+                write_checkpoint(file, blob, step)
+            file["heartbeat"][...] = time.time()
+            file.flush()
             file.swmr_mode = True
+            kill_point("rebuild")
+            os.replace(temporary, self.path)  # the open file follows its inode to the real name
+        except BaseException:
+            if self.file is not None and self.file is not previous:
+                with contextlib.suppress(Exception):
+                    self.file.close()
+            self.file = previous
+            if saved:
+                self.hyper, self.train, self.epochs, self.epoch_metrics = saved
+            temporary.unlink(missing_ok=True)
+            raise
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                previous.close()
         self._last_flush = time.monotonic()
+        kill_point("rebuilt")
+
+    def _grow(self, slot_size: int | None = None, checkpoint: tuple[np.ndarray, int] | None = None) -> None:
+        """Rebuild the live file with room for every pending row (tables at least doubled when
+        they would overflow) and slots of ``slot_size`` bytes, keeping its latest checkpoint and
+        adding ``checkpoint``."""
+        assert self.file is not None and self.run is not None
+        old = self.file
+        tables = {"hyper": self.hyper, "train": self.train, "epochs": self.epochs}
+        capacities = {
+            name: table.capacity
+            if table.needed() <= table.capacity
+            else max(2 * table.capacity, table.needed())
+            for name, table in tables.items()
+        }
+        capacities["epochs"] = max(capacities["epochs"], self.epoch_metrics.needed())
+        kept = latest_blob(old)
+        blobs = tuple(b for b in (kept, checkpoint) if b is not None)
+        size = max(slot_capacity(old), slot_size or 0, *(len(b) for b, _ in blobs))
+        self._rebuild(
+            self.run,
+            capacities,
+            size,
+            source=old,
+            attrs=dict(old.attrs),
+            checkpoints=blobs,
+            pending=(self.hyper, self.train, self.epochs, self.epoch_metrics),
+        )
 
     def _capacities(self, run: RunInfo) -> dict[str, int]:
         """Rows each table will need: exact for epochs and training-loss points, an upper bound for
@@ -349,8 +494,12 @@ class HDF5Store:
     def flush(self) -> None:
         if self.file is None:
             return
+        tables = (self.hyper, self.train, self.epochs, self.epoch_metrics)
+        if any(table.needed() > table.capacity for table in tables):
+            self._grow()  # flushes every pending row into the rebuilt file
         for table in (self.hyper, self.train, self.epochs, self.epoch_metrics):
             table.flush()
+        assert self.file is not None
         self.file["heartbeat"][...] = time.time()
         self.file.flush()
         self._last_flush = time.monotonic()
@@ -362,6 +511,7 @@ class HDF5Store:
             with contextlib.suppress(Exception):
                 self.file.close()
             self.file = None
+        self._temporary.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         self.lock.release()
 
@@ -372,15 +522,19 @@ class HDF5Store:
                 try:
                     self.flush()
                 finally:
-                    self.file.close()
+                    if self.file is not None:
+                        self.file.close()
                     self.file = None
         finally:
             self.lock.release()
 
     # -- resuming -------------------------------------------------------------------------------
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        """Lock the run file and read its newest intact checkpoint (``stnkit run --resume``)."""
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """Lock the run file and read its newest intact checkpoint (``stnkit run --resume``).
+
+        ``None``: the run has no checkpoint yet; it will start again from the beginning, in the
+        same file, from its stored recipe and seed."""
         self.lock.acquire()
         try:
             with _open_for_reading(self.path) as file:
@@ -389,8 +543,7 @@ class HDF5Store:
             self.lock.release()
             raise
         if found is None:
-            self.lock.release()
-            raise RunFileError(f"{self.path} has no checkpoint to resume from")
+            return None
         self._checkpoint = found
         state, _step = found
         store_state = state.pop("store", {})
@@ -400,70 +553,77 @@ class HDF5Store:
         return state
 
     def _reopen(self, run: RunInfo) -> None:
-        """Continue the run file from its checkpoint: copy what the checkpoint covers into a fresh
-        file and put it in place. A file whose writer was killed cannot be reopened for writing
-        by HDF5 (its consistency flags stay set), but it can always be read in SWMR mode."""
-        assert self._checkpoint is not None, "load_checkpoint() must run before the run starts"
-        state, step = self._checkpoint
-        epochs_done = int(state["epoch"]) - (1 if int(state["batch_in_epoch"]) else 0)
-        temporary = self.path.with_name(self.path.name + ".resume")
-        temporary.unlink(missing_ok=True)
+        """Continue the run file from its checkpoint (or, with none, from the start): rebuild it
+        with the history the checkpoint covers. A file whose writer was killed cannot be reopened
+        for writing by HDF5 (its consistency flags stay set), but it can always be read in SWMR
+        mode."""
+        if self._checkpoint is None:
+            state: dict[str, Any] | None = None
+            step, epochs_done = 0, 0
+        else:
+            state, step = self._checkpoint
+            epochs_done = int(state["epoch"]) - (1 if int(state["batch_in_epoch"]) else 0)
         try:
             with _open_for_reading(self.path) as old:
-                self._create(run, temporary, swmr=False)
-                assert self.file is not None
-                self._copy_from(old, step, epochs_done)
-            write_checkpoint(
-                self.file,
-                serialize(
-                    {
-                        **state,
-                        "store": {
-                            "loss_sum": self._loss_sum,
-                            "loss_count": self._loss_count,
-                            "penalty_sum": self._penalty_sum,
-                        },
+                attrs: dict[str, Any] = {k: old.attrs[k] for k in _KEPT_ON_RESUME if k in old.attrs}
+                attrs.update({k: v for k, v in old.attrs.items() if k.startswith("meta.")})
+                attrs["resumed"] = int(old.attrs.get("resumed", 0)) + 1
+                attrs["resumed_from_step"] = step
+                capacities = self._capacities(run)
+                for name in ("hyper", "train", "epochs"):
+                    # an older file may have grown past the estimate
+                    capacities[name] = max(capacities[name], _stored_rows(old, name))
+                checkpoints: tuple[tuple[np.ndarray, int], ...] = ()
+                if state is not None:
+                    store_state = {
+                        "loss_sum": self._loss_sum,
+                        "loss_count": self._loss_count,
+                        "penalty_sum": self._penalty_sum,
                     }
-                ),
-                step,
-            )
-            self.file.swmr_mode = True
-            os.replace(temporary, self.path)  # the open file follows its inode to the real name
+                    checkpoints = ((serialize({**state, "store": store_state}), step),)
+                self._rebuild(
+                    run,
+                    capacities,
+                    _slot_size(max((len(b) for b, _ in checkpoints), default=0)),
+                    source=old,
+                    attrs=attrs,
+                    rows=(step, epochs_done),
+                    checkpoints=checkpoints,
+                )
         except BaseException:
             if self.file is not None:
                 with contextlib.suppress(Exception):
                     self.file.close()
                 self.file = None
-            temporary.unlink(missing_ok=True)
             self.lock.release()
             raise
 
-    def _copy_from(self, old: h5py.File, step: int, epochs_done: int) -> None:
-        assert self.file is not None
-        attrs = self.file.attrs
-        for key in ("created", "recipe", "recipe_source", "recipe_base_dir"):
-            if key in old.attrs:
-                attrs[key] = old.attrs[key]
-        for key, value in old.attrs.items():
-            if key.startswith("meta."):
-                attrs[key] = value
-        attrs["resumed"] = int(old.attrs.get("resumed", 0)) + 1
-        attrs["resumed_from_step"] = step
-        for group, table, key, limit in (
-            (old["hyper"], self.hyper, "step", step),
-            (old["train"], self.train, "step", step),
-        ):
+    def _copy_tables(self, old: h5py.File, step: int | None, epochs_done: int | None) -> None:
+        """Queue ``old``'s table rows up to weight step ``step`` and epoch ``epochs_done``."""
+        for group, table in ((old["hyper"], self.hyper), (old["train"], self.train)):
             columns = read_table(group)
             for name in table.datasets:  # a column this file predates (train/penalty): unknown
                 if name not in columns:
-                    columns[name] = np.full(len(columns[key]), math.nan)
-            table.extend(_whole_rows(columns, table, columns[key] <= limit))
+                    columns[name] = np.full(len(columns["step"]), math.nan)
+            keep = np.ones(len(columns["step"]), dtype=bool) if step is None else columns["step"] <= step
+            table.extend(_whole_rows(columns, table, keep))
         epochs = read_table(old["epochs"])
         metrics = read_table(old["epochs/metrics"])
         n = min(len(epochs["epoch"]), *(len(v) for v in metrics.values()))
-        keep = epochs["epoch"][:n] <= epochs_done
+        keep = np.ones(n, dtype=bool) if epochs_done is None else epochs["epoch"][:n] <= epochs_done
         self.epochs.extend(_whole_rows(epochs, self.epochs, keep))
         self.epoch_metrics.extend(_whole_rows(metrics, self.epoch_metrics, keep))
+
+
+def _slot_size(length: int) -> int:
+    return math.ceil(length * _SLOT_SLACK) if length else 0
+
+
+def _stored_rows(file: h5py.File, table: str) -> int:
+    group = file[table]
+    if ROWS in group:
+        return int(group[ROWS][()])
+    return max((group[name].shape[0] for name in group if isinstance(group[name], h5py.Dataset)), default=0)
 
 
 def _whole_rows(columns: dict[str, np.ndarray], table: _Table, keep: np.ndarray) -> dict[str, np.ndarray]:

@@ -142,7 +142,7 @@ class RunRecord:
 
     @property
     def steps(self) -> int:
-        if "steps" in self.attrs:
+        if int(self.attrs.get("steps", -1)) >= 0:  # -1: written at the end, not yet
             return int(self.attrs["steps"])
         candidates = [self.train.get("step"), self.hyper.get("step"), self.epochs.get("step")]
         return max((int(c[-1]) for c in candidates if c is not None and len(c)), default=0)
@@ -168,6 +168,44 @@ class RunRecord:
         if losses is None or not len(losses) or not np.isfinite(losses).any():
             return None
         return float(np.nanmin(losses))
+
+    def problems(self) -> list[str]:
+        """Ways the tables disagree with each other or with the run's end-of-run counters (a
+        record damaged by a crash, or by the resume bug of stnkit 0.x that emptied tables); empty
+        for a healthy record. Checks the counters only once the run has ended."""
+        found: list[str] = []
+        for table, column in (("hyper", "hyper_step"), ("epochs", "epoch")):
+            values = np.asarray(getattr(self, table).get(column, ()))
+            if len(values) and not np.array_equal(values, np.arange(1, len(values) + 1)):
+                found.append(f"the {table} table's {column} column is not 1, 2, ... (rows lost or repeated)")
+        steps = np.asarray(self.train.get("step", ()))
+        if len(steps) > 1 and np.any(np.diff(steps) <= 0):
+            found.append("the train table's steps are not increasing (rows repeated)")
+        status = str(self.attrs.get("status", ""))
+        last_step, last_epoch = int(self.attrs.get("steps", -1)), int(self.attrs.get("epochs", -1))
+        if status == "running" or last_step < 0:
+            return found
+        exact = status == "completed"
+        rows = self.n_epochs
+        if rows > last_epoch or rows < last_epoch - (0 if exact else 1):
+            found.append(f"{rows} epoch rows, but the run ended in epoch {last_epoch}")
+        log_every = (self.recipe.get("train") or {}).get("log_every")
+        if isinstance(log_every, int) and log_every > 0:
+            expected, got = last_step // log_every, len(steps)
+            if got > expected or got < expected - (0 if exact else 1):
+                found.append(
+                    f"{got} train rows, but {last_step} weight steps logged every {log_every} make {expected}"
+                )
+        hyper_steps = np.asarray(self.hyper.get("hyper_step", ()))
+        epoch_hyper = np.asarray(self.epochs.get("hyper_step", ()))
+        if exact and len(epoch_hyper) and int(epoch_hyper[-1]) != len(hyper_steps):
+            found.append(
+                f"{len(hyper_steps)} hyper rows, but the last epoch ended at hyper step {epoch_hyper[-1]}"
+            )
+        best = int(self.attrs.get("best_epoch", -1))
+        if best > rows:
+            found.append(f"the best epoch is {best}, but the epochs table has {rows} rows")
+        return found
 
     # -- trajectories ---------------------------------------------------------------------------
 
@@ -247,6 +285,7 @@ class RunRecord:
             "stnkit_version": str(self.attrs.get("stnkit_version", "")),
             "torch_version": str(self.attrs.get("torch_version", "")),
             "parameters": self.parameters,
+            "problems": self.problems(),
             "steps": self.steps,
             "hyper_steps": int(self.hyper["hyper_step"][-1]) if len(self.hyper.get("hyper_step", ())) else 0,
             "epochs": self.n_epochs,
@@ -306,6 +345,11 @@ def open_run(path: str | Path) -> RunRecord:
         try:
             handle = h5py.File(path, "r")
         except OSError as error:
+            if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
+                raise RunFileError(
+                    f"{path} was left flagged as open for writing by a process killed while ending "
+                    f"the run; `h5clear -s {path}` clears the flag, after which it can be read"
+                ) from None
             raise RunFileError(f"{path} is not a readable HDF5 run file ({error})") from None
     with handle as file:
         attrs = {key: _attr(value) for key, value in file.attrs.items()}

@@ -81,6 +81,8 @@ def test_alexnet_recipe_follows_the_released_run() -> None:
     train = recipe["train"]
     assert train["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9}
     assert train["hyper_optimizer"] == {"name": "adam", "lr": 0.003}
+    assert train["scale_optimizer"] == {"name": "adam", "lr": 0.003}
+    assert train["lr_decay"] == {"rule": "nonmonotone", "factor": 0.1, "window": 60}
     assert train["perturbation"] == {"init_scale": 0.5, "tune": True, "entropy_weight": 0.001}
     assert (train["warmup_epochs"], train["patience"]) == (5, 75)
     declared = recipe["hyperparameters"]

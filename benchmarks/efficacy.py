@@ -5,7 +5,7 @@ For each seed (the recipe's ``seed`` overridden) this runs, one after another:
 - every registered *tuning* response (``stn``, ``delta-stn``, ...), each the recipe with
   ``response: {name: ...}``;
 - ``fixed``: the fixed twin — the same recipe trained plainly at its initial values;
-- ``final``: the plain network at the default tuning response's final values (``replay --final``);
+- ``final``: the plain network at the recipe's tuning response's final values (``replay --final``);
 - ``replay``: the plain network on that response's schedule, from scratch (``replay``);
 - ``hand``: the plain network at a hand reference (``--hand FILE``, a YAML mapping name → value;
   by default ``benchmarks/hand/<recipe name>.yaml`` if it exists);
@@ -227,8 +227,13 @@ def main() -> None:
 
     tuners = tuning_responses()
     methods = args.methods or [*tuners, "fixed", *REPLAY_METHODS, "hand", *SEARCH_METHODS]
-    default_tuner = next((m for m in methods if m in tuners), None)
-    recipe_name = str(yaml.safe_load(args.recipe.read_text()).get("name", args.recipe.stem))
+    recipe_data = yaml.safe_load(args.recipe.read_text())
+    recipe_name = str(recipe_data.get("name", args.recipe.stem))
+    # replays and search budgets follow the recipe's own tuning response (else the first one run)
+    own = str((recipe_data.get("response") or {}).get("name", ""))
+    default_tuner = (
+        own if own in methods and own in tuners else next((m for m in methods if m in tuners), None)
+    )
     hand_file = args.hand or Path(__file__).parent / "hand" / f"{recipe_name}.yaml"
     hand: dict[str, float] | None = None
     if "hand" in methods:

@@ -118,7 +118,7 @@ def test_unconstrained_hypernet_input_trains_without_diverging(tmp_path: Path) -
     overrides = [
         *SMALL,
         "seed=0",
-        "response.hypernet_input=unconstrained",
+        'response={"name": "stn", "hypernet_input": "unconstrained"}',
         "train.epochs=12",
         f"store.dir={tmp_path}",
     ]

@@ -56,9 +56,11 @@ class STNLSTM(StnModel):
     name = "stn-lstm"
 
     class Config(ComponentConfig):
-        embedding_size: int = Field(650, ge=1)
+        embedding_size: int = Field(
+            650, ge=1, description="word embedding width (also the last layer's units when tied)"
+        )
         hidden_size: int = Field(650, ge=1, description="units of every layer but the last when tied")
-        layers: int = Field(2, ge=1)
+        layers: int = Field(2, ge=1, description="stacked LSTM layers")
         tie_weights: bool = Field(True, description="share the embedding with the decoder")
         init_range: float = Field(0.1, gt=0, description="embedding/decoder init U(-r, r)")
         decoder: Literal["plain", "response"] = Field(

@@ -6,6 +6,7 @@ runs of one small ridge recipe and are marked slow; the in-process tests check t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -258,19 +259,37 @@ def test_ptb_streams_split_across_two_ranks_follow_one_process(tmp_path: Path) -
 @pytest.mark.slow
 def test_two_agents_with_nnodes_2_on_localhost(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path)
-    port = _port()
-    agents = [
-        subprocess.Popen(
-            _torchrun(1, "-m", "stnkit", "run", str(recipe), "--quiet", nnodes=2, node_rank=rank, port=port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-            cwd=ROOT,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [agent.communicate(timeout=240) for agent in agents]
+    # One rendezvous in about thirty hung on loopback in testing (both agents waiting, no error);
+    # the hung pair is killed and the two agents started once more on a fresh port. A second hang
+    # fails the test. (Known flake, under investigation: see the closing note.)
+    for attempt in range(2):
+        port = _port()
+        agents = [
+            subprocess.Popen(
+                _torchrun(
+                    1, "-m", "stnkit", "run", str(recipe), "--quiet", nnodes=2, node_rank=rank, port=port
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_env(),
+                cwd=ROOT,
+                start_new_session=True,
+            )
+            for rank in (0, 1)
+        ]
+        try:
+            outputs = [agent.communicate(timeout=150) for agent in agents]
+            break
+        except subprocess.TimeoutExpired:
+            for agent in agents:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(agent.pid, signal.SIGKILL)
+                agent.communicate()
+            if attempt == 1:
+                raise
+            for stale in (tmp_path / "runs").glob("*.h5*"):
+                stale.unlink()
     assert [agent.returncode for agent in agents] == [0, 0], outputs[1][1][-2000:]
     files = list((tmp_path / "runs").glob("*.h5"))
     assert len(files) == 1

@@ -28,21 +28,12 @@ from stnkit.tune.progress import StudyView
 from stnkit.tune.study import held, parse_duration, read_manifest, trial_lock_path, write_manifest
 from stnkit.tune.worker import TrialObserver
 from stnkit_tabular.synthetic import make_ridge_problem, save_problem, validation_loss
+from tests.test_ridge import best_closed_form
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "recipes" / "toy-ridge.yaml"
 # short trials: 40 epochs at a higher learning rate get the ridge fit close to its optimum
 FAST = ["train.epochs=40", "train.optimizer.lr=0.05"]
-
-
-def best_closed_form(arrays: dict[str, np.ndarray]) -> tuple[float, float]:
-    grid = np.logspace(-6, 3, 2000)
-    losses = np.array([validation_loss(arrays, g) for g in grid])
-    i = int(np.argmin(losses))
-    fine = np.linspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 400)
-    fine_losses = np.array([validation_loss(arrays, g) for g in fine])
-    j = int(np.argmin(fine_losses))
-    return float(fine[j]), float(fine_losses[j])
 
 
 def studies(folder: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import itertools
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from stnkit.events import RunEnd, RunInfo
 from stnkit.nn import count_parameters
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
+from stnkit.store.lock import lock_path, writer_alive
 
 __all__ = ["RunResult", "prepare", "resume", "run", "run_path", "validate"]
 
@@ -69,14 +71,34 @@ def prepare(
 
 
 def run_path(out_dir: Path, name: str) -> Path:
-    """``<out_dir>/<name>-<UTC timestamp>.h5``, suffixed ``-1``, ``-2``... if it already exists."""
+    """``<out_dir>/<name>-<UTC timestamp>.h5``, suffixed ``-1``, ``-2``... if it is taken.
+
+    The name is claimed atomically by creating its writer-lock sidecar exclusively: two runs
+    started in the same second in one folder (parallel seeds, ``tune --jobs``) would otherwise
+    both pick the same name and the second would stop at the first one's lock. The store's
+    writer lock reuses the sidecar; :func:`release_path` drops a claim that was never used.
+    """
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"{name}-{stamp}.h5"
-    counter = 1
-    while path.exists():
-        path = out_dir / f"{name}-{stamp}-{counter}.h5"
-        counter += 1
-    return path
+    for counter in itertools.count():
+        suffix = f"-{counter}" if counter else ""
+        path = out_dir / f"{name}-{stamp}{suffix}.h5"
+        if path.exists():
+            continue
+        try:
+            os.close(os.open(lock_path(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+def release_path(path: Path | None) -> None:
+    """Remove the name claim of a run that never started writing (it failed before its store
+    opened): no stray lock file is left. A finished store has removed the sidecar itself."""
+    if path is None or path.exists() or writer_alive(path):
+        return
+    with contextlib.suppress(OSError):
+        lock_path(path).unlink()
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -220,11 +242,18 @@ def _run(
             folder = Path.cwd() / folder
         _check_writable(folder)
         path = run_path(folder, recipe_obj.name)
-        return path, plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+        try:
+            return path, plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+        except BaseException:
+            release_path(path)
+            raise
 
     path, run_store = distributed.collectively(open_store, "creating the run file")
-    info = run_info(built, path, metadata)
-    return _execute(built, plugins, info, run_store, observers, state=None)
+    try:
+        info = run_info(built, path, metadata)
+        return _execute(built, plugins, info, run_store, observers, state=None)
+    finally:
+        release_path(path)
 
 
 def resume(

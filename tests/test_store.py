@@ -13,6 +13,7 @@ import yaml
 import stnkit
 from stnkit.cli import main
 from stnkit.errors import RunFileError
+from stnkit.plugins import load_plugins
 from stnkit.store.checkpoint import read_latest
 from tests.conftest import write_recipe
 
@@ -167,3 +168,59 @@ def test_a_file_damaged_by_a_crash_is_reported_in_a_second_not_waited_on(
     err = capsys.readouterr().err
     assert "is damaged: part of its structure fails its checksum" in err
     assert len(err.strip().splitlines()) == 1
+
+
+class _FrozenClock:
+    """A stand-in for the ``datetime`` module whose ``now`` never moves: every run starts in the
+    same second, as parallel seeds or ``tune --jobs`` workers do."""
+
+    UTC = __import__("datetime").UTC
+
+    class datetime:  # noqa: N801 - mirrors the module's class name
+        @staticmethod
+        def now(tz: object = None) -> object:
+            import datetime as real
+
+            return real.datetime(2026, 1, 2, 3, 4, 5, tzinfo=real.UTC)
+
+
+def test_runs_started_in_the_same_second_get_distinct_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnkit.runner
+
+    monkeypatch.setattr(stnkit.runner, "_dt", _FrozenClock)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # a claimed name (another process about to create its file) is never handed out again
+    claimed = stnkit.runner.run_path(runs, "ridge")
+    assert claimed.name == "ridge-20260102T030405Z.h5" and not claimed.exists()
+    assert stnkit.runner.run_path(runs, "ridge").name == "ridge-20260102T030405Z-1.h5"
+    recipe = write_recipe(tmp_path, train__epochs=2)
+    result = stnkit.run(recipe, out_dir=runs)
+    assert result.path is not None and result.path.name == "ridge-20260102T030405Z-2.h5"
+    assert stnkit.open_run(result.path).status == "completed"
+    assert not result.path.with_name(result.path.name + ".lock").exists()
+    # a claim whose run never started writing is dropped, not left behind as a stray lock file
+    stnkit.runner.release_path(claimed)
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "ridge-20260102T030405Z-1.h5.lock",
+        "ridge-20260102T030405Z-2.h5",
+    ]
+
+
+def test_a_run_that_fails_before_writing_leaves_no_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnkit.runner
+
+    def broken_store(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("store plugin failed")
+
+    runs = tmp_path / "runs"
+    recipe = write_recipe(tmp_path, train__epochs=2)
+    plugins = load_plugins()
+    monkeypatch.setattr(plugins.hook, "stnkit_make_store", broken_store)
+    with pytest.raises(RuntimeError, match="store plugin failed"):
+        stnkit.run(recipe, out_dir=runs, plugins=plugins)
+    assert list(runs.iterdir()) == []

@@ -13,12 +13,17 @@ from pathlib import Path
 
 from stnkit.errors import RunFileError
 
-__all__ = ["WriterLock"]
+__all__ = ["WriterLock", "lock_path", "writer_alive"]
+
+
+def lock_path(run_file: Path) -> Path:
+    """The writer-lock sidecar of ``run_file``: ``<run>.h5.lock``."""
+    return run_file.with_name(run_file.name + ".lock")
 
 
 class WriterLock:
     def __init__(self, run_file: Path) -> None:
-        self.path = run_file.with_name(run_file.name + ".lock")
+        self.path = lock_path(run_file)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -48,7 +53,7 @@ class WriterLock:
 def writer_alive(run_file: Path) -> bool:
     """Whether a live process holds ``run_file``'s writer lock. A run marked "running" whose lock
     is free was killed: its writer can no longer finish it."""
-    path = run_file.with_name(run_file.name + ".lock")
+    path = lock_path(run_file)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

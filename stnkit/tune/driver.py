@@ -88,6 +88,23 @@ def _check_options(options: TuneOptions) -> None:
         raise UsageError(f"--grid-points must be at least 1 (not {options.grid_points})")
 
 
+def _claim_folder(parent: Path, name: str) -> Path:
+    """A new study folder ``<parent>/<name>``, suffixed ``-1``, ``-2``... if taken. Made with an
+    exclusive ``mkdir`` so two studies started in the same second never share a folder."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for counter in range(10_000):
+            folder = parent / (f"{name}-{counter}" if counter else name)
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            return folder
+    except OSError as error:
+        raise UsageError(f"cannot create the study folder in {parent}: {error.strerror or error}") from None
+    raise UsageError(f"cannot create the study folder in {parent}: every name {name}-N is taken")
+
+
 def create_study(
     recipe_path: str | Path,
     options: TuneOptions,
@@ -120,34 +137,25 @@ def create_study(
     parent = out if out is not None else recipe.store.dir
     if not parent.is_absolute() and out is None:
         parent = Path.cwd() / parent
-    name = f"{recipe.name}-tune-{utc_stamp()}"
-    folder = parent / name
-    counter = 1
-    while folder.exists():
-        folder = parent / f"{name}-{counter}"
-        counter += 1
-    manifest = Manifest(
-        study_name=folder.name,
-        method=options.method,
-        trials=trials,
-        budget_seconds=options.budget,
-        jobs=options.jobs,
-        prune=options.prune,
-        seed=options.seed,
-        grid_points=options.grid_points,
-        storage=options.storage,
-        recipe=recipe.to_yaml(),
-        recipe_source=str(recipe.source or recipe_path),
-        base_dir=str(recipe.base_dir.resolve()),
-        space=space.to_json(),
-        grid=grid,
-        created=utc_now(),
-    )
+    folder = _claim_folder(parent, f"{recipe.name}-tune-{utc_stamp()}")
     try:
-        folder.mkdir(parents=True)
-    except OSError as error:
-        raise UsageError(f"cannot create the study folder {folder}: {error.strerror or error}") from None
-    try:
+        manifest = Manifest(
+            study_name=folder.name,
+            method=options.method,
+            trials=trials,
+            budget_seconds=options.budget,
+            jobs=options.jobs,
+            prune=options.prune,
+            seed=options.seed,
+            grid_points=options.grid_points,
+            storage=options.storage,
+            recipe=recipe.to_yaml(),
+            recipe_source=str(recipe.source or recipe_path),
+            base_dir=str(recipe.base_dir.resolve()),
+            space=space.to_json(),
+            grid=grid,
+            created=utc_now(),
+        )
         write_manifest(folder, manifest)
         study = optuna.create_study(
             study_name=manifest.study_name,

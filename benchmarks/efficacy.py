@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -224,6 +225,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (runs go one after another)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # search trials run in `stnkit tune` worker processes, which take their thread count from
+    # OMP_NUM_THREADS: give them the same threads as the runs their wall-clock is compared with
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     tuners = tuning_responses()
     methods = args.methods or [*tuners, "fixed", *REPLAY_METHODS, "hand", *SEARCH_METHODS]

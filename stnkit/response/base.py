@@ -21,7 +21,7 @@ from stnkit.precision import Precision
 from stnkit.recipe import PerturbationConfig, TrainConfig
 from stnkit.task import Task
 
-__all__ = ["ResponseModel", "TrainingParts", "hyper_update", "train_on"]
+__all__ = ["ResponseModel", "TrainingParts", "hyper_update", "outer_step", "train_on"]
 
 
 @dataclass
@@ -165,3 +165,22 @@ def hyper_update(
     parts.precision.step(parts.hyper_optimizer, [space.h], parts.hyper_clip, "hyper")
     if tune_scale:
         parts.precision.step(scale_optimizer, [space.s], scale_clip, "hyper")
+
+
+def outer_step(
+    parts: TrainingParts,
+    output: ModelOutput,
+    batch: Batch,
+    tune_scale: bool,
+    scale_optimizer: torch.optim.Optimizer | None = None,
+    scale_clip: float | None = None,
+) -> Tensor:
+    """The end of every response's hyper step: the outer objective on the hyper forward's
+    ``output``, less ``τ · entropy(σ)`` when scales are tuned, then :func:`hyper_update`.
+    Returns the validation loss, detached."""
+    val_loss = parts.objective(output, batch)
+    loss = val_loss
+    if tune_scale and parts.perturbation.entropy_weight > 0:
+        loss = loss - parts.perturbation.entropy_weight * parts.space.entropy()
+    hyper_update(parts, loss, tune_scale, scale_optimizer, scale_clip)
+    return val_loss.detach()

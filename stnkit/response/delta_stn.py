@@ -28,7 +28,7 @@ from stnkit.model import ModelOutput, StnModel
 from stnkit.nn.split import ParameterGroup, ParameterSplit, split_parameters, zero_hyper_weights
 from stnkit.optim import make_optimizer
 from stnkit.recipe import TrainConfig
-from stnkit.response.base import ResponseModel, TrainingParts, hyper_update
+from stnkit.response.base import ResponseModel, TrainingParts, outer_step
 
 __all__ = ["DeltaSTNResponse", "linearized_prediction"]
 
@@ -253,12 +253,7 @@ class DeltaSTNResponse(ResponseModel):
         # the values that drive regularization are detached: the validation loss depends on the
         # hyperparameters only through the response
         output = parts.model(batch.inputs, space.batch(lam.detach(), hnet=hnet), stream="hyper")
-        val_loss = parts.objective(output, batch)
-        loss = val_loss
-        if tune_scale and parts.perturbation.entropy_weight > 0:
-            loss = loss - parts.perturbation.entropy_weight * space.entropy()
-        hyper_update(parts, loss, tune_scale, self.scale_optimizer, self.scale_clip)
-        return val_loss.detach()
+        return outer_step(parts, output, batch, tune_scale, self.scale_optimizer, self.scale_clip)
 
     def eval_batch(self, batch_size: int) -> HyperBatch:
         # hypernet input 0 is the plain network exactly: run it without the response branch

@@ -13,7 +13,7 @@ from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.optim import make_optimizer
 from stnkit.recipe import TrainConfig
-from stnkit.response.base import ResponseModel, TrainingParts, hyper_update, train_on
+from stnkit.response.base import ResponseModel, TrainingParts, outer_step, train_on
 
 __all__ = ["STNResponse"]
 
@@ -99,12 +99,7 @@ class STNResponse(ResponseModel):
         lam = space.sample(batch.size) if tune_scale else space.expand(batch.size)
         parts.model.eval()
         output = parts.forward(batch.inputs, space.batch(lam, hnet=self._hnet(lam)), stream="hyper")
-        val_loss = parts.objective(output, batch)
-        loss = val_loss
-        if tune_scale and parts.perturbation.entropy_weight > 0:
-            loss = loss - parts.perturbation.entropy_weight * space.entropy()
-        hyper_update(parts, loss, tune_scale, self.scale_optimizer, self.scale_clip)
-        return val_loss.detach()
+        return outer_step(parts, output, batch, tune_scale, self.scale_optimizer, self.scale_clip)
 
     def eval_batch(self, batch_size: int) -> HyperBatch:
         centre = self.space.expand(batch_size).detach()

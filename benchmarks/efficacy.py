@@ -142,7 +142,10 @@ def search_rows(
 
 
 def _primary(rows: list[Row]) -> tuple[str, bool]:
-    """The test metric to report first and whether higher is better."""
+    """The test metric to report first and whether higher is better: perplexity for a language
+    model (which also reports next-token accuracy), else accuracy, else the first other one."""
+    if any("perplexity" in row.test for row in rows):
+        return "perplexity", False
     for row in rows:
         for key in row.test:
             if key == "accuracy":
@@ -163,8 +166,9 @@ def _mean_std(values: list[float]) -> str:
     if not values:
         return "–"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4g} ± {std:.2g}"
+    if len(values) == 1:
+        return f"{mean:.4g} (1 seed)"  # no spread to report: not "± 0"
+    return f"{mean:.4g} ± {statistics.stdev(values):.2g}"
 
 
 def print_table(recipe: Path, rows: list[Row], seeds: list[int]) -> None:
@@ -173,7 +177,9 @@ def print_table(recipe: Path, rows: list[Row], seeds: list[int]) -> None:
     by = {(r.method, r.seed): r for r in rows}
     scale = 100.0 if metric == "accuracy" else 1.0
     print(f"\n{recipe}  — test {metric}{' (%)' if scale == 100 else ''}, test loss, best validation loss")
-    header = f"{'method':14s}" + "".join(f" {'seed ' + str(s):>22s}" for s in seeds) + f" {'mean ± std':>34s}"
+    width = max([14, *(len(m) + 1 for m in methods)])
+    header = f"{'method':{width}s}" + "".join(f" {'seed ' + str(s):>22s}" for s in seeds)
+    header += f" {'mean ± std':>34s}"
     print(header)
     for method in methods:
         cells, metric_values, loss_values, val_values, secs = [], [], [], [], []
@@ -198,7 +204,7 @@ def print_table(recipe: Path, rows: list[Row], seeds: list[int]) -> None:
                 secs.append(row.seconds)
         summary = f"{_mean_std(metric_values)} / {_mean_std(val_values)}"
         print(
-            f"{method:14s}"
+            f"{method:{width}s}"
             + "".join(cells)
             + f" {summary:>34s}  {statistics.fmean(secs) if secs else 0:6.0f} s"
         )
@@ -223,7 +229,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/efficacy"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (runs go one after another)")
+    parser.add_argument(
+        "--label", default="", help="appended to each method's name in the rows (e.g. a sweep setting)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="run nothing: print one table from the rows of earlier --json files (seeds run apart)",
+    )
     args = parser.parse_args()
+    if args.merge is not None:
+        merged = [Row(**row) for path in args.merge for row in json.loads(path.read_text())["rows"]]
+        merged = [row for row in merged if row.seed in args.seeds]
+        print_table(args.recipe, merged, args.seeds)
+        if args.json is not None:
+            args.json.write_text(
+                json.dumps({"recipe": str(args.recipe), "rows": [asdict(r) for r in merged]}, indent=2)
+            )
+        return
     torch.set_num_threads(args.threads)
     # search trials run in `stnkit tune` worker processes, which take their thread count from
     # OMP_NUM_THREADS: give them the same threads as the runs their wall-clock is compared with
@@ -274,6 +300,7 @@ def main() -> None:
                 budget = max(args.search_factor) * reference
                 summary = run_search(args.recipe, method, seed, args.overrides, args.out, budget)
                 for search_row in search_rows(summary, method, seed, reference, sorted(args.search_factor)):
+                    search_row.method += args.label
                     rows.append(search_row)
                     print(
                         f"seed {seed} {search_row.method}: {search_row.test} val {search_row.best_val_loss}"
@@ -281,6 +308,7 @@ def main() -> None:
                 continue
             else:
                 parser.error(f"unknown method {method!r}; tuning responses: {', '.join(tuners)}")
+            row.method += args.label
             rows.append(row)
             print(
                 f"seed {seed} {method}: {row.status} test {row.test} best val {_fmt(row.best_val_loss)} "

@@ -277,8 +277,9 @@ def main() -> None:
         tuned: dict[str, Row] = {}
         for method in methods:
             if method in tuners:
+                # the method's response first, so that --set response.OPTION=... applies to it
                 row = run_recipe(
-                    args.recipe, method, seed, [*args.overrides, f"response={{name: {method}}}"], args.out
+                    args.recipe, method, seed, [f"response={{name: {method}}}", *args.overrides], args.out
                 )
                 tuned[method] = row
             elif method == "fixed":

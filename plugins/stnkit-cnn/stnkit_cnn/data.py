@@ -80,6 +80,9 @@ class ImageConfig(ComponentConfig):
     root: DataPath = Field(description="data folder; relative paths start at the recipe's folder")
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(500, ge=1)
+    hyper_batch_size: int | None = Field(
+        None, ge=1, description="validation images per hyper step (default batch_size)"
+    )
     valid_size: int = Field(
         10_000, ge=1, description="the last N training images, in order, are the validation set"
     )
@@ -162,10 +165,12 @@ class ImageData(Dataset):
         return self._batches("test", self.config.eval_batch_size, None)
 
     def hyper_batches(self, generator: torch.Generator) -> Iterator[Batch]:
-        # hyper steps see random validation batches of the training batch size, reshuffled each pass
+        # hyper steps see random validation batches (of the training batch size unless
+        # hyper_batch_size says otherwise), reshuffled each pass
         n = len(self.splits["valid"][0])
+        size = self.config.hyper_batch_size or self.config.batch_size
         while True:
-            yield from self._batches("valid", self.config.batch_size, torch.randperm(n, generator=generator))
+            yield from self._batches("valid", size, torch.randperm(n, generator=generator))
 
 
 class CIFAR10Data(ImageData):

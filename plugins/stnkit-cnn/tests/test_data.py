@@ -83,6 +83,24 @@ def test_validation_is_the_last_training_images_in_order() -> None:
     np.testing.assert_allclose(info.extras["mean"], mean, rtol=1e-6)
 
 
+def test_hyper_batches_are_shuffled_validation_images_of_their_own_size() -> None:
+    def hyper_sizes(extra: dict[str, int]) -> list[int]:
+        config = CIFAR10Data.Config.model_validate(
+            {"root": DATA, "valid_size": 100, "batch_size": 32, **extra}
+        )
+        stream = CIFAR10Data(config, BuildContext()).hyper_batches(torch.Generator().manual_seed(0))
+        return [next(stream).size for _ in range(5)]
+
+    assert hyper_sizes({}) == [32, 32, 32, 4, 32]  # the training batch size, passes of 100 images
+    assert hyper_sizes({"hyper_batch_size": 60}) == [60, 40, 60, 40, 60]
+    config = CIFAR10Data.Config.model_validate({"root": DATA, "valid_size": 100, "hyper_batch_size": 100})
+    data = CIFAR10Data(config, BuildContext())
+    first = next(data.hyper_batches(torch.Generator().manual_seed(0)))
+    valid = data.splits["valid"][1]
+    # the whole validation set, reshuffled: the same labels in another order
+    assert sorted(first.targets.tolist()) == sorted(valid.tolist()) and not torch.equal(first.targets, valid)
+
+
 def test_subsets_and_bad_sizes() -> None:
     config = CIFAR10Data.Config.model_validate(
         {"root": DATA, "valid_size": 100, "train_subset": 50, "valid_subset": 20, "test_subset": 30}

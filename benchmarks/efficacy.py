@@ -13,6 +13,9 @@ For each seed (the recipe's ``seed`` overridden) this runs, one after another:
   ``K ×`` the default tuning run's (``--search-factor K``; reported at every K up to the largest,
   from one study per seed and method).
 
+``--tuned-from JSON`` takes the tuning runs of an earlier ``--json`` instead of running them again,
+so that one seed's searches can run in parallel processes after a single tuning run.
+
 It prints a per-seed table and mean ± std of the test metric, test loss and best validation loss,
 with wall time, and writes a JSON summary (``--json``). Every run is an ordinary run file, so
 ``stnkit compare`` works on them.
@@ -141,6 +144,17 @@ def search_rows(
     return rows
 
 
+def write_json(path: Path | None, recipe: Path, rows: list[Row]) -> None:
+    """The summary so far, rewritten after every method: a benchmark stopped part-way (hours
+    into a PTB search) keeps every row it finished, and ``--tuned-from`` can pick up from it."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"recipe": str(recipe), "rows": [asdict(r) for r in rows]}, indent=2))
+    tmp.replace(path)
+
+
 def _primary(rows: list[Row]) -> tuple[str, bool]:
     """The test metric to report first and whether higher is better: perplexity for a language
     model (which also reports next-token accuracy), else accuracy, else the first other one."""
@@ -233,6 +247,16 @@ def main() -> None:
         "--label", default="", help="appended to each method's name in the rows (e.g. a sweep setting)"
     )
     parser.add_argument(
+        "--tuned-from",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="take the tuning runs of these earlier --json files instead of running them again "
+        "(their run files must still exist), so that one seed's searches and replays can run "
+        "in separate processes after one tuning run",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -245,10 +269,7 @@ def main() -> None:
         merged = [Row(**row) for path in args.merge for row in json.loads(path.read_text())["rows"]]
         merged = [row for row in merged if row.seed in args.seeds]
         print_table(args.recipe, merged, args.seeds)
-        if args.json is not None:
-            args.json.write_text(
-                json.dumps({"recipe": str(args.recipe), "rows": [asdict(r) for r in merged]}, indent=2)
-            )
+        write_json(args.json, args.recipe, merged)
         return
     torch.set_num_threads(args.threads)
     # search trials run in `stnkit tune` worker processes, which take their thread count from
@@ -264,6 +285,8 @@ def main() -> None:
     default_tuner = (
         own if own in methods and own in tuners else next((m for m in methods if m in tuners), None)
     )
+    if default_tuner is None and args.tuned_from and own in tuners:
+        default_tuner = own
     hand_file = args.hand or Path(__file__).parent / "hand" / f"{recipe_name}.yaml"
     hand: dict[str, float] | None = None
     if "hand" in methods:
@@ -272,10 +295,14 @@ def main() -> None:
         hand = {str(k): float(v) for k, v in yaml.safe_load(hand_file.read_text()).items()}
     args.out.mkdir(parents=True, exist_ok=True)
 
+    earlier = [Row(**row) for path in args.tuned_from for row in json.loads(path.read_text())["rows"]]
     rows: list[Row] = []
     for seed in args.seeds:
-        tuned: dict[str, Row] = {}
+        # an earlier tuning run stands in for this one: its wall-clock sets the search budgets
+        tuned = {r.method: r for r in earlier if r.seed == seed and r.method in tuners}
         for method in methods:
+            if method in tuners and method in tuned:
+                continue  # taken from --tuned-from; its row is in that file
             if method in tuners:
                 # the method's response first, so that --set response.OPTION=... applies to it
                 row = run_recipe(
@@ -306,22 +333,19 @@ def main() -> None:
                     print(
                         f"seed {seed} {search_row.method}: {search_row.test} val {search_row.best_val_loss}"
                     )
+                write_json(args.json, args.recipe, rows)
                 continue
             else:
                 parser.error(f"unknown method {method!r}; tuning responses: {', '.join(tuners)}")
             row.method += args.label
             rows.append(row)
+            write_json(args.json, args.recipe, rows)
             print(
                 f"seed {seed} {method}: {row.status} test {row.test} best val {_fmt(row.best_val_loss)} "
                 f"in {row.seconds:.0f} s",
                 flush=True,
             )
         print_table(args.recipe, rows, args.seeds)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"recipe": str(args.recipe), "rows": [asdict(r) for r in rows]}, indent=2)
-        )
 
 
 if __name__ == "__main__":

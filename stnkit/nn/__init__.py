@@ -8,7 +8,13 @@ from stnkit.nn.dropout import channel_dropout, dropconnect, dropout, embedding_d
 from stnkit.nn.embedding import BREmbedding, BRTiedDecoder, br_tied_linear
 from stnkit.nn.linear import BRLinear, br_linear
 from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
-from stnkit.nn.split import ParameterGroup, ParameterSplit, split_parameters, zero_hyper_weights
+from stnkit.nn.split import (
+    ParameterGroup,
+    ParameterSplit,
+    scale_hyper_weights,
+    split_parameters,
+    zero_hyper_weights,
+)
 
 __all__ = [
     "BRLSTM",
@@ -29,6 +35,7 @@ __all__ = [
     "dropout",
     "embedding_dropout",
     "locked_dropout",
+    "scale_hyper_weights",
     "split_parameters",
     "zero_hyper_weights",
 ]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stnkit.nn.base import BestResponse, halves
+from stnkit.nn.base import BestResponse, halves, init_hyper_weight
 
 __all__ = ["BREmbedding", "BRTiedDecoder", "br_tied_linear"]
 
@@ -34,7 +34,7 @@ class BREmbedding(BestResponse):
         self.weight = nn.Parameter(torch.empty(num_embeddings, self.stacks, embedding_dim))
         if n_hyper > 0:
             self.hyper_weight = nn.Parameter(torch.empty(embedding_dim, n_hyper))
-            nn.init.normal_(self.hyper_weight, std=0.01)
+            init_hyper_weight(self.hyper_weight)
         else:
             self.register_parameter("hyper_weight", None)
         self.reset_parameters()

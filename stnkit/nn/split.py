@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from stnkit.nn.base import BestResponse
 
-__all__ = ["ParameterGroup", "ParameterSplit", "split_parameters", "zero_hyper_weights"]
+__all__ = [
+    "ParameterGroup",
+    "ParameterSplit",
+    "scale_hyper_weights",
+    "split_parameters",
+    "zero_hyper_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -116,5 +122,21 @@ def zero_hyper_weights(model: nn.Module) -> int:
         if isinstance(module, BestResponse) and module.has_response:
             for name in module.hyper_parameter_names():
                 getattr(module, name).zero_()
+                count += 1
+    return count
+
+
+@torch.no_grad()
+def scale_hyper_weights(model: nn.Module, factor: float) -> int:
+    """Multiply every best-response layer's ``V`` by ``factor``; returns how many were scaled.
+
+    Scaling the freshly drawn ``N(0, HYPER_INIT_STD²)`` values gives ``N(0, (factor·std)²)``
+    without drawing again, so a run's other random numbers stay what they were.
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, BestResponse) and module.has_response:
+            for name in module.hyper_parameter_names():
+                getattr(module, name).mul_(factor)
                 count += 1
     return count

@@ -11,6 +11,8 @@ from torch import Tensor
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
+from stnkit.nn.base import HYPER_INIT_STD
+from stnkit.nn.split import scale_hyper_weights
 from stnkit.optim import make_optimizer
 from stnkit.recipe import TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step, train_on
@@ -44,6 +46,13 @@ class STNResponse(ResponseModel):
             "bounded reading (sigmoid position in its range, softplus excess over a lower bound)",
         )
 
+        hyper_init_std: float = Field(
+            HYPER_INIT_STD,
+            ge=0.0,
+            description="standard deviation of V's initial N(0, std²) draw (the released code's "
+            "0.01); 0 starts every gate at exactly zero, as Δ-STN does",
+        )
+
     config: Config
     scale_optimizer: torch.optim.Optimizer | None = None
     scale_clip: float | None = None
@@ -52,6 +61,9 @@ class STNResponse(ResponseModel):
         return [space.h] if train.scale_optimizer is not None else [space.h, space.s]
 
     def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+        if self.config.hyper_init_std != HYPER_INIT_STD:
+            # rescale the draw rather than draw again, so the run's other random numbers stay put
+            scale_hyper_weights(parts.model, self.config.hyper_init_std / HYPER_INIT_STD)
         if train.scale_optimizer is not None and parts.hyper_optimizer is not None:
             self.scale_optimizer = make_optimizer(train.scale_optimizer, [self.space.s])
             self.scale_clip = train.scale_optimizer.clip

@@ -299,7 +299,13 @@ def main() -> None:
     rows: list[Row] = []
     for seed in args.seeds:
         # an earlier tuning run stands in for this one: its wall-clock sets the search budgets
-        tuned = {r.method: r for r in earlier if r.seed == seed and r.method in tuners}
+        # (an earlier --label run's rows carry that label: match them when the label is the same)
+        tuned = {
+            name: r
+            for r in earlier
+            for name in tuners
+            if r.seed == seed and r.method in (name, name + args.label)
+        }
         for method in methods:
             if method in tuners and method in tuned:
                 continue  # taken from --tuned-from; its row is in that file

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stnkit.nn import split_parameters
 from stnkit.response import FixedResponse, STNResponse
+from stnkit.runner import prepare
 from stnkit.testing import ResponseConformance, make_space
+from tests.test_delta_stn import MODELS, RECIPES
 
 
 class TestSTNResponse(ResponseConformance):
@@ -54,10 +57,6 @@ def test_unconstrained_hypernet_input_is_linear_and_of_unit_size() -> None:
 def test_hyper_init_std_rescales_the_initial_draw_of_v(model: str) -> None:
     """``response.hyper_init_std`` sets V's initial spread (the embedding's V included) without
     drawing again: the same seed gives the default draw times the ratio, and 0 gives zeros."""
-    from stnkit.nn import split_parameters
-    from stnkit.runner import prepare
-    from tests.test_delta_stn import MODELS, RECIPES
-
     recipe, overrides = MODELS[model]
     stn = 'response={"name": "stn"}'
 

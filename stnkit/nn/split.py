@@ -114,16 +114,23 @@ def split_parameters(model: nn.Module) -> ParameterSplit:
     return ParameterSplit(general, response, hyper)
 
 
+def _hyper_weights(model: nn.Module) -> list[Tensor]:
+    """Every best-response layer's ``V`` tensors, in module order."""
+    return [
+        getattr(module, name)
+        for module in model.modules()
+        if isinstance(module, BestResponse) and module.has_response
+        for name in module.hyper_parameter_names()
+    ]
+
+
 @torch.no_grad()
 def zero_hyper_weights(model: nn.Module) -> int:
     """Set every best-response layer's ``V`` to exactly zero; returns how many were set."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, BestResponse) and module.has_response:
-            for name in module.hyper_parameter_names():
-                getattr(module, name).zero_()
-                count += 1
-    return count
+    weights = _hyper_weights(model)
+    for weight in weights:
+        weight.zero_()
+    return len(weights)
 
 
 @torch.no_grad()
@@ -133,10 +140,7 @@ def scale_hyper_weights(model: nn.Module, factor: float) -> int:
     Scaling the freshly drawn ``N(0, HYPER_INIT_STD²)`` values gives ``N(0, (factor·std)²)``
     without drawing again, so a run's other random numbers stay what they were.
     """
-    count = 0
-    for module in model.modules():
-        if isinstance(module, BestResponse) and module.has_response:
-            for name in module.hyper_parameter_names():
-                getattr(module, name).mul_(factor)
-                count += 1
-    return count
+    weights = _hyper_weights(model)
+    for weight in weights:
+        weight.mul_(factor)
+    return len(weights)

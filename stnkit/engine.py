@@ -23,6 +23,7 @@ from stnkit.data import Batch
 from stnkit.errors import DistributedError, DivergenceError, RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
 from stnkit.killpoints import kill_point
+from stnkit.optim import lr_factor
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
 
@@ -84,6 +85,11 @@ class Engine:
         self.warmup = (
             cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * steps_per_epoch
         )
+        planned_steps = cfg.epochs * steps_per_epoch
+        if cfg.max_steps is not None:
+            planned_steps = min(planned_steps, cfg.max_steps)
+        # what train.hyper_lr_schedule spreads its decay over (a patience stop ends it early)
+        self.planned_hyper_steps = max(planned_steps - self.warmup, 0) // cfg.train_steps * cfg.hyper_steps
         self.data_generator = torch.Generator().manual_seed(built.recipe.seed)
         self.epoch_generator_state = self.data_generator.get_state()
         self.hyper_generator = torch.Generator().manual_seed(built.recipe.seed + 1)
@@ -290,6 +296,7 @@ class Engine:
         if batch.first:
             self.model.reset_state("hyper")
         before = self.space.values()
+        self._set_hyper_lr()
         loss = distributed.mean(self.response.hyper_step(self.parts, batch))
         max_scale = self.train_cfg.perturbation.max_scale
         if max_scale is not None:
@@ -505,6 +512,16 @@ class Engine:
 
     def _lr(self) -> float:
         return float(self.parts.weight_optimizer.param_groups[0]["lr"])
+
+    def _set_hyper_lr(self) -> None:
+        """The hyper learning rate ``train.hyper_lr_schedule`` gives the next hyper step (set
+        from the step count each time, so a resumed run continues the schedule exactly)."""
+        cfg = self.train_cfg
+        if self.parts.hyper_optimizer is None or cfg.hyper_lr_schedule == "constant":
+            return
+        factor = lr_factor(cfg.hyper_lr_schedule, self.hyper_step, self.planned_hyper_steps)
+        for group in self.parts.hyper_optimizer.param_groups:
+            group["lr"] = cfg.hyper_optimizer.lr * factor
 
     def _decay_lr(self, factor: float, min_lr: float) -> None:
         for group in self.parts.weight_optimizer.param_groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from stnkit.recipe import OptimizerConfig
 
-__all__ = ["make_optimizer"]
+__all__ = ["lr_factor", "make_optimizer"]
 
 
 def make_optimizer(config: OptimizerConfig, params: Iterable[Tensor]) -> torch.optim.Optimizer:
@@ -38,3 +39,17 @@ def make_optimizer(config: OptimizerConfig, params: Iterable[Tensor]) -> torch.o
             params, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=config.weight_decay
         )
     raise AssertionError(f"unhandled optimizer {config.name}")
+
+
+def lr_factor(schedule: str, done: int, total: int) -> float:
+    """The multiple of the base learning rate a ``schedule`` gives the step after ``done`` of
+    ``total`` planned steps (``constant``: 1; ``cosine`` / ``linear``: from 1 at the first step
+    towards 0 at the last, never below 0 if a run takes more steps than planned)."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    progress = min(done / total, 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    raise AssertionError(f"unhandled schedule {schedule}")

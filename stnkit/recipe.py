@@ -159,6 +159,12 @@ class TrainConfig(_Strict):
     hyper_steps: int = Field(1, ge=0, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
     hyper_optimizer: OptimizerConfig = OptimizerConfig(name="adam", lr=0.003)
+    hyper_lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="hyper_optimizer's lr over the run's planned hyper steps: constant, or decaying "
+        "from lr to 0 (cosine or linear), so that early steps, which carry the hyperparameters "
+        "away from their initial values, are the large ones",
+    )
     response_optimizer: OptimizerConfig | None = Field(
         None,
         description="delta-stn: optimizer of the response weights and V (none: optimizer's settings)",

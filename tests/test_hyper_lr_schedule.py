@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import stnkit
@@ -67,8 +68,8 @@ def test_schedule_changes_the_trajectory(tmp_path: Path) -> None:
         stnkit.run(write_recipe(tmp_path / "b", **SIX_EPOCHS, train__hyper_lr_schedule="linear")).path  # type: ignore[arg-type]
     )
     first, later = plain.hyper["values"], decayed.hyper["values"]
-    assert first[0] == later[0]  # the first hyper step takes the full rate under both
-    assert not (first[1:] == later[1:]).all()
+    np.testing.assert_array_equal(first[0], later[0])  # the first hyper step takes the full rate under both
+    assert not np.array_equal(first[1:], later[1:])
 
 
 def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path) -> None:

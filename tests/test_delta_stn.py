@@ -322,6 +322,20 @@ def test_the_response_learning_rate_follows_the_weight_decay_of_lr() -> None:
     assert response.response_optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # type: ignore[attr-defined]
 
 
+def test_the_response_learning_rate_can_ignore_the_weight_decay_of_lr() -> None:
+    built = build(
+        "stn-mlp",
+        'train.response_optimizer={"name": "sgd", "lr": 0.2}',
+        "response.follow_lr_decay=false",
+    )
+    parts, response = built.parts, built.response
+    batch = first_batches(built, 1)[0]
+    for group in parts.weight_optimizer.param_groups:
+        group["lr"] *= 0.25
+    response.weight_step(parts, batch)
+    assert response.response_optimizer.param_groups[0]["lr"] == pytest.approx(0.2)  # type: ignore[attr-defined]
+
+
 def test_auto_falls_back_to_double_backward_without_a_trace(monkeypatch: pytest.MonkeyPatch) -> None:
     def run(extra: str, break_jvp: bool) -> dict[str, Tensor]:
         built = build("stn-mlp", extra)

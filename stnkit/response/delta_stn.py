@@ -82,6 +82,12 @@ class DeltaSTNResponse(ResponseModel):
             "double-backward trick (works under DistributedDataParallel); auto: jvp, falling "
             "back to double-backward where jvp does not compose with the model",
         )
+        follow_lr_decay: bool = Field(
+            True,
+            description="the response optimizer's lr follows train.lr_decay's decays of the "
+            "weight lr; false: it keeps its configured lr, so the response keeps tracking the "
+            "hyperparameters after the general weights have settled",
+        )
 
     config: Config
 
@@ -238,6 +244,8 @@ class DeltaSTNResponse(ResponseModel):
     def _follow_lr(self, weight_optimizer: torch.optim.Optimizer) -> None:
         """Give the response optimizer the weight optimizer's learning-rate decay so far."""
         assert self.response_optimizer is not None
+        if not self.config.follow_lr_decay:
+            return
         weight_lr, response_lr = self._initial_lrs
         lr = response_lr * float(weight_optimizer.param_groups[0]["lr"]) / weight_lr
         for group in self.response_optimizer.param_groups:

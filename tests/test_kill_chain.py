@@ -84,9 +84,13 @@ def test_a_kill_after_the_status_is_written_leaves_a_complete_record(tmp_path: P
 def test_a_fixed_response_run_killed_again_and_again(tmp_path: Path) -> None:
     reference, launch = setup_chain(tmp_path, response={"name": "fixed"})
     assert not len(stnkit.open_run(reference).hyper["step"])
+    training = float(stnkit.open_run(reference).epochs["time"][-1])
     rng = random.Random(3)
-    schedule = [*(rng.uniform(0.05, 0.3) for _ in range(4)), "weight-step:9", "final-eval", "end-attrs"]
-    chain = kill_chain.run_chain(launch, tmp_path / "chain", schedule)
+    # timed kills from the moment the run is live, four of them at most 40% of its training in
+    # all: a fixed number of seconds let a faster machine finish the run before the last kill
+    timed = [rng.uniform(0.0, training / 10) for _ in range(4)]
+    schedule = [*timed, "weight-step:9", "final-eval", "end-attrs"]
+    chain = kill_chain.run_chain(launch, tmp_path / "chain", schedule, anchor="live")
     assert chain.kills == len(schedule)
     assert kill_chain.differences(reference, chain.path) == []
 

@@ -17,7 +17,7 @@ import pytest
 import stnkit
 from stnkit.runner import resume
 from tests.conftest import write_recipe
-from tests.test_resume import trajectories
+from tests.test_resume import trajectories, wait_for_step
 
 KILLS = 10
 SETTINGS = {
@@ -29,22 +29,10 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     folder = tmp_path_factory.mktemp("reference")
-    path = stnkit.run(write_recipe(folder, **SETTINGS)).path
-    assert path is not None
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(reference_run: Path) -> dict[str, np.ndarray]:
-    return trajectories(reference_run)
-
-
-@pytest.fixture(scope="module")
-def training(reference_run: Path) -> float:
-    """Seconds the uninterrupted run trained for: kill moments scale with this machine's speed."""
-    return float(stnkit.open_run(reference_run).epochs["time"][-1])
+    result = stnkit.run(write_recipe(folder, **SETTINGS))
+    return trajectories(result.path)  # type: ignore[arg-type]
 
 
 def launch(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
@@ -69,13 +57,11 @@ def launch(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 
 @pytest.mark.parametrize("seed", range(KILLS))
-def test_sigkill_at_a_random_moment(
-    tmp_path: Path, seed: int, reference: dict[str, np.ndarray], training: float
-) -> None:
+def test_sigkill_at_a_random_moment(tmp_path: Path, seed: int, reference: dict[str, np.ndarray]) -> None:
     process, path = launch(tmp_path)
-    # within the first half of training, so the kill lands even on a machine twice as fast
-    # (or twice as loaded) as the reference run's; a fixed number of seconds did not
-    time.sleep(random.Random(seed).uniform(0.0, 0.5 * training))
+    # a random step of the first half of the run, then at once: the flushes every 0.05 s put the
+    # kill anywhere in a step, a checkpoint write or a flush
+    wait_for_step(process, path, random.Random(seed).randint(1, int(reference["train.step"][-1]) // 2))
     process.send_signal(signal.SIGKILL)
     process.wait()
     if process.returncode == 0:

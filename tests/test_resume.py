@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ from stnkit.store.checkpoint import read_latest
 from tests.conftest import write_recipe
 
 REPO = Path(__file__).parents[1]
+
+
+def live_steps(path: Path) -> int:
+    """Weight steps a running run has flushed to its file so far (0 while it is caught mid-write)."""
+    try:
+        return stnkit.open_run(path).steps
+    except Exception:  # a live file caught mid-write: ask again
+        return 0
+
+
+def wait_for_step(process: subprocess.Popen[bytes], path: Path, step: int, timeout: float = 120) -> None:
+    """Until the run in ``process`` has flushed ``step`` weight steps, or has exited. Kill tests
+    time their kills by the run's own progress: fixed seconds let a fast machine finish first."""
+    deadline = time.monotonic() + timeout
+    while live_steps(path) < step and process.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.005)
 
 
 def trajectories(path: Path) -> dict[str, np.ndarray]:

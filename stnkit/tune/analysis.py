@@ -17,20 +17,18 @@ from rich.table import Table
 from rich.text import Text
 
 from stnkit.errors import UsageError
-from stnkit.tune.study import Manifest, StudyFolderError, load_optuna_study, read_manifest
+from stnkit.tune.study import (
+    Manifest,
+    StudyFolderError,
+    load_optuna_study,
+    read_manifest,
+    trial_state,
+)
 
 if TYPE_CHECKING:
     from stnkit.store.reader import RunRecord
 
 __all__ = ["StudyRecord", "TrialInfo", "open_study", "plot_study"]
-
-_STATES = {
-    "COMPLETE": "complete",
-    "PRUNED": "pruned",
-    "FAIL": "failed",
-    "RUNNING": "running",
-    "WAITING": "waiting",
-}
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,7 @@ def open_study(folder: str | Path) -> StudyRecord:
     origin = min(starts) if starts else None
     trials: list[TrialInfo] = []
     for t in frozen:
-        state = _STATES.get(t.state.name, t.state.name.lower())
+        state = trial_state(t)
         if state == "complete":
             value = _finite(t.value)
         else:

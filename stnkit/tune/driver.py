@@ -39,6 +39,7 @@ from stnkit.tune.study import (
     make_storage,
     read_deadline,
     read_manifest,
+    trial_state,
     try_hold,
     utc_now,
     utc_stamp,
@@ -173,19 +174,10 @@ def create_study(
     return folder
 
 
-_STATES = {
-    "COMPLETE": "complete",
-    "PRUNED": "pruned",
-    "FAIL": "failed",
-    "RUNNING": "running",
-    "WAITING": "waiting",
-}
-
-
 def trial_rows(study: Any) -> list[TrialRow]:
     rows: list[TrialRow] = []
     for t in study.get_trials(deepcopy=False):
-        state = _STATES.get(t.state.name, t.state.name.lower())
+        state = trial_state(t)
         if state == "complete":
             value = t.value
         else:  # the latest validation loss it reported

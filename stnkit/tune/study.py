@@ -53,6 +53,7 @@ __all__ = [
     "read_manifest",
     "session_deadline",
     "trial_lock_path",
+    "trial_state",
     "try_hold",
     "utc_now",
     "utc_stamp",
@@ -164,6 +165,21 @@ def utc_stamp() -> str:
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+_TRIAL_STATES = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+
+
+def trial_state(trial: Any) -> str:
+    """An Optuna trial's state as stnkit's tables and records spell it."""
+    name: str = trial.state.name
+    return _TRIAL_STATES.get(name, name.lower())
 
 
 # -- Optuna objects -------------------------------------------------------------------------------

@@ -185,6 +185,24 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.4g} ± {statistics.stdev(values):.2g}"
 
 
+def merge_rows(paths: list[Path], seeds: list[int] | None) -> list[Row]:
+    """The rows of earlier ``--json`` files, in file order; where two files hold the same method
+    and seed the later one wins, and says so (a merge must not hide which run a cell is)."""
+    merged: dict[tuple[str, int], Row] = {}
+    for path in paths:
+        for data in json.loads(path.read_text())["rows"]:
+            row = Row(**data)
+            if seeds is not None and row.seed not in seeds:
+                continue
+            if (row.method, row.seed) in merged:
+                print(
+                    f"note: {row.method!r} seed {row.seed} is in more than one file; using {path}'s",
+                    file=sys.stderr,
+                )
+            merged[(row.method, row.seed)] = row
+    return list(merged.values())
+
+
 def print_table(recipe: Path, rows: list[Row], seeds: list[int]) -> None:
     metric, higher = _primary(rows)
     methods = list(dict.fromkeys(r.method for r in rows))
@@ -233,7 +251,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("recipe", type=Path)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="default: 0 1 2 (with --merge: the files' seeds)",
+    )
     parser.add_argument(
         "--methods", nargs="+", default=None, help="default: every tuning response and baseline"
     )
@@ -266,11 +290,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.merge is not None:
-        merged = [Row(**row) for path in args.merge for row in json.loads(path.read_text())["rows"]]
-        merged = [row for row in merged if row.seed in args.seeds]
-        print_table(args.recipe, merged, args.seeds)
+        merged = merge_rows(args.merge, args.seeds)
+        seeds = args.seeds or sorted({row.seed for row in merged})
+        print_table(args.recipe, merged, seeds)
         write_json(args.json, args.recipe, merged)
         return
+    args.seeds = args.seeds or [0, 1, 2]
     torch.set_num_threads(args.threads)
     # search trials run in `stnkit tune` worker processes, which take their thread count from
     # OMP_NUM_THREADS: give them the same threads as the runs their wall-clock is compared with

@@ -88,6 +88,7 @@ class Engine:
         planned_steps = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             planned_steps = min(planned_steps, cfg.max_steps)
+        self.planned_steps = planned_steps  # what train.lr_schedule spreads its decay over
         # what train.hyper_lr_schedule spreads its decay over (a patience stop ends it early)
         self.planned_hyper_steps = max(planned_steps - self.warmup, 0) // cfg.train_steps * cfg.hyper_steps
         self.data_generator = torch.Generator().manual_seed(built.recipe.seed)
@@ -260,6 +261,7 @@ class Engine:
     def _weight_step(self, batch: Batch) -> float:
         if batch.first:
             self.model.reset_state("train")
+        self._set_weight_lr()
         self.response.before_weight_step(self.step + 1)
         self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
         loss = distributed.mean(self.response.weight_step(self.parts, batch))
@@ -512,6 +514,16 @@ class Engine:
 
     def _lr(self) -> float:
         return float(self.parts.weight_optimizer.param_groups[0]["lr"])
+
+    def _set_weight_lr(self) -> None:
+        """The weight learning rate ``train.lr_schedule`` gives the next weight step (from the
+        step count alone, so that a resumed run continues it exactly)."""
+        cfg = self.train_cfg
+        if cfg.lr_schedule == "constant":
+            return
+        factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps)
+        for group in self.parts.weight_optimizer.param_groups:
+            group["lr"] = cfg.optimizer.lr * factor
 
     def _set_hyper_lr(self) -> None:
         """The hyper learning rate ``train.hyper_lr_schedule`` gives the next hyper step (set

@@ -165,6 +165,11 @@ class TrainConfig(_Strict):
         "from lr to 0 (cosine or linear), so that early steps, which carry the hyperparameters "
         "away from their initial values, are the large ones",
     )
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="optimizer's lr over the run's planned weight steps: constant (then lr_decay "
+        "may lower it), or decaying from lr to 0 (cosine or linear), set by the step count alone",
+    )
     response_optimizer: OptimizerConfig | None = Field(
         None,
         description="delta-stn: optimizer of the response weights and V (none: optimizer's settings)",
@@ -182,6 +187,16 @@ class TrainConfig(_Strict):
         "fp32", description="autocast dtype of forward passes (fp16 adds a gradient scaler; CUDA only)"
     )
     distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _one_lr_rule(self) -> TrainConfig:
+        # two rules moving one lr would make neither's figures mean what its docs say
+        if self.lr_schedule != "constant" and self.lr_decay is not None:
+            raise ValueError(
+                f"lr_schedule {self.lr_schedule!r} and lr_decay both set the weight lr: keep one "
+                "(lr_decay: null, or lr_schedule: constant)"
+            )
+        return self
 
 
 class StoreConfig(_Strict):

@@ -1,4 +1,5 @@
-"""``train.hyper_lr_schedule``: the hyper learning rate over the run's planned hyper steps."""
+"""``train.hyper_lr_schedule`` and ``train.lr_schedule``: the hyper and the weight learning rate
+over the run's planned hyper and weight steps."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 import stnkit
 from stnkit.engine import Engine
+from stnkit.errors import RecipeError
 from stnkit.optim import lr_factor
 from stnkit.runner import resume
 from tests.conftest import write_recipe
@@ -72,10 +74,11 @@ def test_schedule_changes_the_trajectory(tmp_path: Path) -> None:
     assert not np.array_equal(first[1:], later[1:])
 
 
-def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["hyper_lr_schedule", "lr_schedule"])
+def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path, schedule: str) -> None:
     settings = {
         **SIX_EPOCHS,
-        "train__hyper_lr_schedule": "cosine",
+        f"train__{schedule}": "cosine",
         "store__checkpoint_steps": 3,
         "train__log_every": 2,
     }
@@ -87,3 +90,34 @@ def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path) -> None:
     resumed = resume(path)
     assert resumed.status == "completed"
     assert_same(reference.path, resumed.path)  # type: ignore[arg-type]
+
+
+def weight_lrs(monkeypatch: pytest.MonkeyPatch, recipe: Path) -> list[float]:
+    """The weight optimizer's learning rate at every weight step of a run of ``recipe``."""
+    seen: list[float] = []
+    original = Engine._set_weight_lr
+
+    def record(self: Engine) -> None:
+        original(self)
+        seen.append(self.parts.weight_optimizer.param_groups[0]["lr"])
+
+    monkeypatch.setattr(Engine, "_set_weight_lr", record)
+    assert stnkit.run(recipe).status == "completed"
+    return seen
+
+
+def test_weight_lr_schedule_decays_over_the_planned_weight_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 training rows in batches of 20: 2 weight steps an epoch, 12 planned; the optimizer's lr 0.01
+    linear = weight_lrs(monkeypatch, write_recipe(tmp_path / "l", **SIX_EPOCHS, train__lr_schedule="linear"))
+    assert linear == pytest.approx([0.01 * (1 - k / 12) for k in range(12)])
+    cosine = weight_lrs(monkeypatch, write_recipe(tmp_path / "c", **SIX_EPOCHS, train__lr_schedule="cosine"))
+    assert cosine == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * k / 12)) for k in range(12)])
+    assert weight_lrs(monkeypatch, write_recipe(tmp_path / "k", **SIX_EPOCHS)) == [0.01] * 12
+
+
+def test_weight_lr_schedule_and_lr_decay_do_not_mix(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, train__lr_schedule="cosine", train__lr_decay={"factor": 0.5})
+    with pytest.raises(RecipeError, match="lr_schedule 'cosine' and lr_decay both set the weight lr"):
+        stnkit.load_recipe(recipe)

@@ -23,7 +23,7 @@ from stnkit.data import Batch
 from stnkit.errors import DistributedError, DivergenceError, RunFileError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
 from stnkit.killpoints import kill_point
-from stnkit.optim import lr_factor
+from stnkit.optim import schedule_lr
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
 
@@ -516,24 +516,22 @@ class Engine:
         return float(self.parts.weight_optimizer.param_groups[0]["lr"])
 
     def _set_weight_lr(self) -> None:
-        """The weight learning rate ``train.lr_schedule`` gives the next weight step (from the
-        step count alone, so that a resumed run continues it exactly)."""
+        """The weight learning rate ``train.lr_schedule`` gives the next weight step."""
         cfg = self.train_cfg
-        if cfg.lr_schedule == "constant":
-            return
-        factor = lr_factor(cfg.lr_schedule, self.step, self.planned_steps)
-        for group in self.parts.weight_optimizer.param_groups:
-            group["lr"] = cfg.optimizer.lr * factor
+        optimizer = self.parts.weight_optimizer
+        schedule_lr(optimizer, cfg.optimizer.lr, cfg.lr_schedule, self.step, self.planned_steps)
 
     def _set_hyper_lr(self) -> None:
-        """The hyper learning rate ``train.hyper_lr_schedule`` gives the next hyper step (set
-        from the step count each time, so a resumed run continues the schedule exactly)."""
+        """The hyper learning rate ``train.hyper_lr_schedule`` gives the next hyper step."""
         cfg = self.train_cfg
-        if self.parts.hyper_optimizer is None or cfg.hyper_lr_schedule == "constant":
-            return
-        factor = lr_factor(cfg.hyper_lr_schedule, self.hyper_step, self.planned_hyper_steps)
-        for group in self.parts.hyper_optimizer.param_groups:
-            group["lr"] = cfg.hyper_optimizer.lr * factor
+        if self.parts.hyper_optimizer is not None:
+            schedule_lr(
+                self.parts.hyper_optimizer,
+                cfg.hyper_optimizer.lr,
+                cfg.hyper_lr_schedule,
+                self.hyper_step,
+                self.planned_hyper_steps,
+            )
 
     def _decay_lr(self, factor: float, min_lr: float) -> None:
         for group in self.parts.weight_optimizer.param_groups:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from stnkit.recipe import OptimizerConfig
 
-__all__ = ["lr_factor", "make_optimizer"]
+__all__ = ["lr_factor", "make_optimizer", "schedule_lr"]
 
 
 def make_optimizer(config: OptimizerConfig, params: Iterable[Tensor]) -> torch.optim.Optimizer:
@@ -53,3 +53,14 @@ def lr_factor(schedule: str, done: int, total: int) -> float:
     if schedule == "linear":
         return 1.0 - progress
     raise AssertionError(f"unhandled schedule {schedule}")
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer, base: float, schedule: str, done: int, total: int) -> None:
+    """Set ``optimizer``'s lr to what ``schedule`` gives after ``done`` of ``total`` steps, from the
+    step count alone so that a resumed run continues it exactly; ``constant`` leaves it alone
+    (other rules, such as ``lr_decay``, may own it then)."""
+    if schedule == "constant":
+        return
+    lr = base * lr_factor(schedule, done, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr

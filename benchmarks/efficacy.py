@@ -36,7 +36,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -44,7 +43,7 @@ import yaml
 import stnkit
 from stnkit.analysis.replay import replay
 from stnkit.plugins import load_plugins
-from stnkit.tune.analysis import open_study
+from stnkit.tune.analysis import StudyRecord, best_of, open_study
 
 SEARCH_METHODS = ("random", "tpe")
 REPLAY_METHODS = ("final", "replay")
@@ -106,38 +105,34 @@ def hand_overrides(values: dict[str, float]) -> list[str]:
 
 def run_search(
     recipe: Path, method: str, seed: int, overrides: Sequence[str], out: Path, budget: float
-) -> dict[str, Any]:
+) -> StudyRecord:
     """One ``stnkit tune`` study of ``budget`` seconds (``benchmarks/stn_vs_search.py``'s
-    :func:`search`); its ``show --json`` summary."""
+    :func:`search`)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from stn_vs_search import search
 
-    row = search(recipe, method, seed, budget, list(overrides), out, jobs=1)
-    return open_study(Path(row["path"])).summary()
+    return open_study(search(recipe, method, seed, budget, list(overrides), out, jobs=1))
 
 
 def search_rows(
-    summary: dict[str, Any], method: str, seed: int, reference: float, factors: list[float]
+    study: StudyRecord, method: str, seed: int, reference: float, factors: list[float]
 ) -> list[Row]:
     """The best trial finished within each factor × ``reference`` seconds of the study's start."""
-    trials = [
-        t for t in summary.get("table", []) if t.get("state") == "complete" and t.get("value") is not None
-    ]
     rows = []
     for factor in factors:
         limit = factor * reference
-        inside = [t for t in trials if t.get("elapsed") is not None and t["elapsed"] <= limit]
-        best = min(inside, key=lambda t: t["value"], default=None)
+        inside = study.finished_within(limit)
+        best = best_of(inside)
         rows.append(
             Row(
                 method=f"{method} {factor:g}x",
                 seed=seed,
                 status="completed" if best else "no trial",
-                test={k: float(v) for k, v in (best or {}).get("test", {}).items()},
-                best_val_loss=None if best is None else best["value"],
+                test={} if best is None else dict(best.test),
+                best_val_loss=None if best is None else best.value,
                 seconds=limit,
-                runs=[] if best is None or not best.get("run") else [str(best["run"])],
-                values={} if best is None else dict(best.get("hyperparameters", {})),
+                runs=[] if best is None or best.run is None else [str(best.run)],
+                values={} if best is None else dict(best.params),
                 note=f"{len(inside)} trials",
             )
         )
@@ -357,8 +352,8 @@ def main() -> None:
                     continue
                 reference = tuned[default_tuner].seconds
                 budget = max(args.search_factor) * reference
-                summary = run_search(args.recipe, method, seed, args.overrides, args.out, budget)
-                for search_row in search_rows(summary, method, seed, reference, sorted(args.search_factor)):
+                study = run_search(args.recipe, method, seed, args.overrides, args.out, budget)
+                for search_row in search_rows(study, method, seed, reference, sorted(args.search_factor)):
                     search_row.method += args.label
                     rows.append(search_row)
                     print(

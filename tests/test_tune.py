@@ -22,7 +22,7 @@ import stnkit
 from stnkit.cli import main
 from stnkit.hyper.kinds import IntegerKind, IntervalKind, PositiveKind, SearchRange, UnitKind
 from stnkit.store.reader import open_run
-from stnkit.tune.analysis import open_study
+from stnkit.tune.analysis import best_of, open_study
 from stnkit.tune.driver import TuneOptions, create_study, drive
 from stnkit.tune.progress import StudyView
 from stnkit.tune.study import held, parse_duration, read_manifest, trial_lock_path, write_manifest
@@ -314,6 +314,12 @@ def test_grid_search_visits_every_grid_point_and_analysis_reads_the_study(
     times, best_so_far = open_study(study).best_so_far()
     assert len(times) == 3 and times == sorted(times)
     assert best_so_far == sorted(best_so_far, reverse=True) and best_so_far[-1] == pytest.approx(best.value)
+    # read at a budget: only the trials that had finished by then (the benchmarks' 1x/3x/10x rows)
+    record = open_study(study)
+    assert record.finished_within(times[0] - 1e-3) == [] and best_of([]) is None
+    first = record.finished_within(times[0])
+    assert len(first) == 1 and first[0].value == pytest.approx(best_so_far[0])
+    assert len(record.finished_within(times[-1])) == 3 and best_of(record.finished_within(times[-1])) == best
 
     text = _cli_out(capsys, ["show", str(study)])
     assert "grid" in text and "3 complete" in text

@@ -28,7 +28,7 @@ from stnkit.tune.study import (
 if TYPE_CHECKING:
     from stnkit.store.reader import RunRecord
 
-__all__ = ["StudyRecord", "TrialInfo", "open_study", "plot_study"]
+__all__ = ["StudyRecord", "TrialInfo", "best_of", "open_study", "plot_study"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,11 @@ class TrialInfo:
         }
 
 
+def best_of(trials: list[TrialInfo]) -> TrialInfo | None:
+    """The trial with the lowest value (the earliest of equals); None for no trial."""
+    return min(trials, key=lambda t: (t.value, t.number)) if trials else None
+
+
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -89,7 +94,20 @@ class StudyRecord:
     @property
     def best(self) -> TrialInfo | None:
         done = [t for t in self.trials if t.state == "complete" and t.value is not None]
-        return min(done, key=lambda t: (t.value, t.number)) if done else None
+        return best_of(done)
+
+    def finished_within(self, seconds: float) -> list[TrialInfo]:
+        """The complete trials that ended within ``seconds`` of the study's first trial start:
+        what the study had found by then. (A study *given* that budget can find a little more,
+        since its last trial may finish after the deadline.)"""
+        return [
+            t
+            for t in self.trials
+            if t.state == "complete"
+            and t.value is not None
+            and t.elapsed is not None
+            and t.elapsed <= seconds
+        ]
 
     def best_run(self) -> Path:
         """The run file of the best complete trial; a :class:`UsageError` if there is none."""

@@ -89,6 +89,12 @@ class ImageConfig(ComponentConfig):
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     valid_subset: int | None = Field(None, ge=1, description="use only the first N validation images")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
+    keep_classes: list[str] | None = Field(
+        None,
+        min_length=2,
+        description="only these classes, by name, relabelled 0..K-1 in this order (a harder task: "
+        "e.g. Fashion-MNIST's four upper-body garments); the subsets count kept images",
+    )
     shuffle: bool = True
 
 
@@ -111,12 +117,16 @@ class ImageData(Dataset):
         train = (images[:cut], labels[:cut])
         valid = (images[cut:], labels[cut:])
         test = splits["test"]
+        relabel = self._relabelling(config.keep_classes)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         for name, (x, y), subset in (
             ("train", train, config.train_subset),
             ("valid", valid, config.valid_subset),
             ("test", test, config.test_subset),
         ):
+            if relabel is not None:
+                kept = relabel[y] >= 0
+                x, y = x[kept], relabel[y[kept]]
             stop = len(x) if subset is None else min(subset, len(x))
             # copies: the readers return read-only views of the file bytes
             self.splits[name] = (torch.from_numpy(np.array(x[:stop])), torch.from_numpy(np.array(y[:stop])))
@@ -124,6 +134,9 @@ class ImageData(Dataset):
         pixels = x_train.permute(1, 0, 2, 3).reshape(x_train.shape[1], -1).double() / 255.0
         n_train = len(x_train)
         num_classes = max(10, int(max(int(y.max()) for _, y in self.splits.values())) + 1)
+        names = list(self.classes)
+        if config.keep_classes is not None:
+            num_classes, names = len(config.keep_classes), list(config.keep_classes)
         self._info = DataInfo(
             task=ClassificationTask(num_classes),
             input_shape=tuple(x_train.shape[1:]),
@@ -135,12 +148,25 @@ class ImageData(Dataset):
             extras={
                 "mean": pixels.mean(dim=1).tolist(),
                 "std": pixels.std(dim=1).tolist(),
-                "classes": list(self.classes),
+                "classes": names,
             },
         )
 
     def read(self, root: Path) -> Splits:
         raise NotImplementedError
+
+    def _relabelling(self, keep: list[str] | None) -> np.ndarray | None:
+        """A map from file label to kept label (-1: dropped), or None to keep every class."""
+        if keep is None:
+            return None
+        unknown = [name for name in keep if name not in self.classes]
+        if unknown or len(set(keep)) != len(keep):
+            what = f"unknown class {unknown[0]!r}" if unknown else "a class named twice"
+            raise DataError(f"data.keep_classes: {what}; {self.name}'s classes are {list(self.classes)}")
+        relabel = np.full(len(self.classes), -1, dtype=np.int64)
+        for new_label, name in enumerate(keep):
+            relabel[self.classes.index(name)] = new_label
+        return relabel
 
     @property
     def info(self) -> DataInfo:

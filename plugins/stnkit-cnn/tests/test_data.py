@@ -146,3 +146,26 @@ def test_full_cifar10_known_facts() -> None:
     config = CIFAR10Data.Config.model_validate({"root": FULL_CIFAR})
     data = CIFAR10Data(config, BuildContext())
     assert (data.info.n_train, data.info.n_valid, data.info.n_test) == (40_000, 10_000, 10_000)
+
+
+def test_keep_classes_relabels_in_the_given_order_and_counts_subsets_after_filtering() -> None:
+    root = DATA / "fashion-mnist"
+    keep = ["Shirt", "T-shirt/top", "Pullover", "Coat"]
+    config = FashionMNISTData.Config.model_validate(
+        {"root": root, "valid_size": 100, "keep_classes": keep, "train_subset": 40}
+    )
+    data = FashionMNISTData(config, BuildContext())
+    x_file, y_file = read_fashion_mnist(root)["train"]
+    wanted = [6, 0, 2, 4]  # the file's labels of the kept names, in the order given
+    rows = np.flatnonzero(np.isin(y_file[:500], wanted))[:40]  # first 40 kept training images
+    x, y = data.splits["train"]
+    assert torch.equal(x, torch.from_numpy(x_file[rows]))
+    assert y.tolist() == [wanted.index(int(label)) for label in y_file[rows]]
+    assert data.info.output_size == 4 and data.info.extras["classes"] == keep
+    assert set(data.splits["test"][1].tolist()) == {0, 1, 2, 3}
+    for bad, message in ((["Shirt", "Shirts"], "unknown class 'Shirts'"), (["Coat", "Coat"], "named twice")):
+        bad_config = FashionMNISTData.Config.model_validate(
+            {"root": root, "valid_size": 100, "keep_classes": bad}
+        )
+        with pytest.raises(DataError, match=message):
+            FashionMNISTData(bad_config, BuildContext())

@@ -133,10 +133,12 @@ class ImageData(Dataset):
         x_train = self.splits["train"][0]
         pixels = x_train.permute(1, 0, 2, 3).reshape(x_train.shape[1], -1).double() / 255.0
         n_train = len(x_train)
-        num_classes = max(10, int(max(int(y.max()) for _, y in self.splits.values())) + 1)
-        names = list(self.classes)
-        if config.keep_classes is not None:
-            num_classes, names = len(config.keep_classes), list(config.keep_classes)
+        if config.keep_classes is None:
+            names = list(self.classes)
+            num_classes = max(10, int(max(int(y.max()) for _, y in self.splits.values())) + 1)
+        else:
+            names = list(config.keep_classes)
+            num_classes = len(names)
         self._info = DataInfo(
             task=ClassificationTask(num_classes),
             input_shape=tuple(x_train.shape[1:]),

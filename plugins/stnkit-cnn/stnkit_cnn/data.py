@@ -22,7 +22,14 @@ from stnkit.errors import DataError
 from stnkit.task import ClassificationTask
 from stnkit_cnn.formats import read_cifar10_bin, read_cifar10_py, read_idx
 
-__all__ = ["CIFAR10Data", "FashionMNISTData", "ImageData", "read_cifar10", "read_fashion_mnist"]
+__all__ = [
+    "CIFAR10Data",
+    "FashionMNISTData",
+    "ImageData",
+    "corrupt_labels",
+    "read_cifar10",
+    "read_fashion_mnist",
+]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FASHION_CLASSES = (
@@ -95,6 +102,15 @@ class ImageConfig(ComponentConfig):
         description="only these classes, by name, relabelled 0..K-1 in this order (a harder task: "
         "e.g. Fashion-MNIST's four upper-body garments); the subsets count kept images",
     )
+    train_label_noise: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="this fraction of the training images (after the subsets) gets a wrong label, "
+        "drawn uniformly from the other classes; validation and test labels stay clean. The same "
+        "images and labels for every run (label_noise_seed), so methods compare on one data set",
+    )
+    label_noise_seed: int = Field(0, description="which images and wrong labels train_label_noise picks")
     shuffle: bool = True
 
 
@@ -130,6 +146,11 @@ class ImageData(Dataset):
             stop = len(x) if subset is None else min(subset, len(x))
             # copies: the readers return read-only views of the file bytes
             self.splits[name] = (torch.from_numpy(np.array(x[:stop])), torch.from_numpy(np.array(y[:stop])))
+        if config.train_label_noise > 0:
+            x_clean, y_clean = self.splits["train"]
+            classes = len(config.keep_classes) if config.keep_classes is not None else len(self.classes)
+            noisy = corrupt_labels(y_clean, config.train_label_noise, classes, config.label_noise_seed)
+            self.splits["train"] = (x_clean, noisy)
         x_train = self.splits["train"][0]
         pixels = x_train.permute(1, 0, 2, 3).reshape(x_train.shape[1], -1).double() / 255.0
         n_train = len(x_train)
@@ -199,6 +220,19 @@ class ImageData(Dataset):
         size = self.config.hyper_batch_size or self.config.batch_size
         while True:
             yield from self._batches("valid", size, torch.randperm(n, generator=generator))
+
+
+def corrupt_labels(labels: Tensor, fraction: float, classes: int, seed: int) -> Tensor:
+    """``labels`` with ``round(fraction · N)`` of them, chosen at random, replaced by a different
+    class drawn uniformly (symmetric label noise). Deterministic in ``seed`` alone: the noise is
+    part of the data set, not of a run, so every method and run seed sees the same labels."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    noisy = labels.clone()
+    chosen = rng.permutation(len(labels))[: round(fraction * len(labels))]
+    # an offset of 1..K-1 classes: never the true label, every other one equally likely
+    offsets = rng.integers(1, classes, size=len(chosen))
+    noisy[chosen] = (labels[chosen] + torch.from_numpy(offsets)) % classes
+    return noisy
 
 
 class CIFAR10Data(ImageData):

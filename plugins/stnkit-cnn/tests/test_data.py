@@ -169,3 +169,44 @@ def test_keep_classes_relabels_in_the_given_order_and_counts_subsets_after_filte
         )
         with pytest.raises(DataError, match=message):
             FashionMNISTData(bad_config, BuildContext())
+
+
+def test_train_label_noise_flips_that_fraction_of_training_labels_to_other_classes_only() -> None:
+    root = DATA / "fashion-mnist"
+    base = {"root": root, "valid_size": 100, "train_subset": 200}
+    clean = FashionMNISTData(FashionMNISTData.Config.model_validate(base), BuildContext())
+    noisy_config = FashionMNISTData.Config.model_validate({**base, "train_label_noise": 0.3})
+    noisy = FashionMNISTData(noisy_config, BuildContext())
+    y_clean, y_noisy = clean.splits["train"][1], noisy.splits["train"][1]
+    changed = y_clean != y_noisy
+    assert int(changed.sum()) == 60  # exactly 30% of 200, each to a different class
+    assert torch.equal(clean.splits["train"][0], noisy.splits["train"][0])
+    assert set(y_noisy[changed].tolist()) <= set(range(10)) and len(set(y_noisy[changed].tolist())) > 5
+    for split in ("valid", "test"):  # the labels the tuner and the test read stay clean
+        assert torch.equal(clean.splits[split][1], noisy.splits[split][1])
+    # the noise belongs to the data set: the same flips in every run, others for another seed
+    again = FashionMNISTData(noisy_config, BuildContext())
+    assert torch.equal(again.splits["train"][1], y_noisy)
+    other = FashionMNISTData(
+        FashionMNISTData.Config.model_validate({**base, "train_label_noise": 0.3, "label_noise_seed": 1}),
+        BuildContext(),
+    )
+    assert not torch.equal(other.splits["train"][1], y_noisy)
+
+
+def test_train_label_noise_stays_within_the_kept_classes() -> None:
+    keep = ["Shirt", "Coat"]
+    config = FashionMNISTData.Config.model_validate(
+        {"root": DATA / "fashion-mnist", "valid_size": 100, "keep_classes": keep, "train_label_noise": 0.5}
+    )
+    data = FashionMNISTData(config, BuildContext())
+    clean = FashionMNISTData(
+        FashionMNISTData.Config.model_validate(
+            {"root": DATA / "fashion-mnist", "valid_size": 100, "keep_classes": keep}
+        ),
+        BuildContext(),
+    )
+    y, y_clean = data.splits["train"][1], clean.splits["train"][1]
+    assert set(y.tolist()) == {0, 1}
+    # with two classes the only wrong label is the other one
+    assert torch.equal(y[y != y_clean], 1 - y_clean[y != y_clean])

@@ -330,10 +330,11 @@ def main() -> None:
             if method in tuners and method in tuned:
                 continue  # taken from --tuned-from; its row is in that file
             if method in tuners:
-                # the method's response first, so that --set response.OPTION=... applies to it
-                row = run_recipe(
-                    args.recipe, method, seed, [f"response={{name: {method}}}", *args.overrides], args.out
-                )
+                # the method's response first, so that --set response.OPTION=... applies to it;
+                # the recipe's own response keeps the recipe's options for it (another response
+                # starts from its defaults: one response's options are not another's)
+                response = f"response.name={method}" if method == own else f"response={{name: {method}}}"
+                row = run_recipe(args.recipe, method, seed, [response, *args.overrides], args.out)
                 tuned[method] = row
             elif method == "fixed":
                 row = run_recipe(

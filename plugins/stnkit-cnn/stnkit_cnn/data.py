@@ -146,11 +146,6 @@ class ImageData(Dataset):
             stop = len(x) if subset is None else min(subset, len(x))
             # copies: the readers return read-only views of the file bytes
             self.splits[name] = (torch.from_numpy(np.array(x[:stop])), torch.from_numpy(np.array(y[:stop])))
-        if config.train_label_noise > 0:
-            x_clean, y_clean = self.splits["train"]
-            classes = len(config.keep_classes) if config.keep_classes is not None else len(self.classes)
-            noisy = corrupt_labels(y_clean, config.train_label_noise, classes, config.label_noise_seed)
-            self.splits["train"] = (x_clean, noisy)
         x_train = self.splits["train"][0]
         pixels = x_train.permute(1, 0, 2, 3).reshape(x_train.shape[1], -1).double() / 255.0
         n_train = len(x_train)
@@ -160,6 +155,10 @@ class ImageData(Dataset):
         else:
             names = list(config.keep_classes)
             num_classes = len(names)
+        if config.train_label_noise > 0:  # wrong labels among the named classes
+            x_clean, y_clean = self.splits["train"]
+            noisy = corrupt_labels(y_clean, config.train_label_noise, len(names), config.label_noise_seed)
+            self.splits["train"] = (x_clean, noisy)
         self._info = DataInfo(
             task=ClassificationTask(num_classes),
             input_shape=tuple(x_train.shape[1:]),

@@ -10,7 +10,8 @@ prints its message (and nothing else) and exits with its ``exit_code``. Anything
     ├── UsageError                  exit 2: bad input from the user
     │   ├── RecipeError             one or more ``location: message`` problems in a recipe
     │   ├── DataError               a data file is missing or malformed
-    │   └── RunFileError            a run file is missing, not a stnkit run, or locked
+    │   └── RunFileError            a run file is missing, not a stnkit run, damaged, or locked
+    ├── RunFileWriteError           the run file could not be written (disk full, removed)
     ├── PluginError                 a plugin failed to import, register or validate
     ├── RegistryError               duplicate or unknown component name
     └── TrainingError
@@ -31,6 +32,7 @@ __all__ = [
     "RecipeError",
     "RegistryError",
     "RunFileError",
+    "RunFileWriteError",
     "StnkitError",
     "TrainingError",
     "UsageError",
@@ -83,6 +85,11 @@ class DataError(UsageError):
 
 class RunFileError(UsageError):
     """A run file cannot be used: missing, not written by stnkit, or held by another writer."""
+
+
+class RunFileWriteError(StnkitError):
+    """Writing a run file failed (the disk is full, the file or its folder was removed): the run
+    stopped; its last checkpoint is intact."""
 
 
 class PluginError(StnkitError):

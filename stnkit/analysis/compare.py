@@ -54,6 +54,8 @@ def compare_runs(
 ) -> Comparison:
     """Side-by-side comparison of ``records``; final hyperparameters as their components used
     them (``presentations``, one per record; by default from the files' integer flags)."""
+    for record in records:
+        record.require_intact("compare")
     present = list(presentations) if presentations is not None else [Presentation(r) for r in records]
     labels = run_labels(records)
     runs = [

@@ -78,6 +78,7 @@ def record_to_json(record: RunRecord, presentation: Presentation | None = None) 
     metrics and every trajectory table as ``{column: [values]}``. Recorded values are exported
     as they are; ``used`` entries and ``used.<name>`` columns give a discrete kind's values as
     components received them."""
+    record.require_intact("export")
     present = presentation or Presentation(record)
     data: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -164,6 +165,7 @@ def write_export(
     record: RunRecord, fmt: ExportFormat | str, output: Path | None, presentation: Presentation | None = None
 ) -> list[Path]:
     """Export in ``fmt``; returns the files written (none for JSON to standard output)."""
+    record.require_intact("export")
     try:
         kind = ExportFormat(fmt)
     except ValueError:
@@ -177,6 +179,7 @@ def write_export(
 def export_with_observer(record: RunRecord, fmt: str, output: Path | None, plugins: Plugins) -> list[Path]:
     """Export through an observer plugin that implements :meth:`stnkit.observer.Observer.export`
     (``--format tensorboard``); ``output`` is the folder to write under."""
+    record.require_intact("export")
     formats = [entry.name for entry in plugins.observers.entries() if entry.cls.exports]
     known = ", ".join([*(f.value for f in ExportFormat), *formats])
     if fmt not in formats:

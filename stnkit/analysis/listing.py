@@ -162,7 +162,7 @@ def _entry(path: Path, folder: Path) -> RunEntry:
         path=str(path),
         file=relative,
         name=record.name or None,
-        status=record.status,
+        status=f"{record.status} (damaged)" if record.damage else record.status,
         steps=record.steps,
         epochs=record.n_epochs,
         best_val_loss=best if best is not None and math.isfinite(best) else None,

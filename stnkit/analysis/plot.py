@@ -156,6 +156,8 @@ def plot_runs(
     """
     if not records:
         raise UsageError("nothing to plot: give at least one run file")
+    for record in records:
+        record.require_intact("plot")
     output = Path(output)
     names = list(dict.fromkeys(name for r in records for name in r.hyperparameters))
     panels = len(names) + 1

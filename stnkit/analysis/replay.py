@@ -123,6 +123,7 @@ def plan_replay(
     """
     source = Path(path)
     record = open_run(source)
+    record.require_intact("replay")
     data = record.recipe
     if not data:
         raise RunFileError(f"{source} has no stored recipe to replay")

@@ -48,6 +48,8 @@ def render_run(record: RunRecord, presentation: Presentation | None = None) -> R
     head.add_row("run", Text(summary["name"], style="bold"))
     head.add_row("file", str(record.path))
     head.add_row("status", Text(summary["status"], style=status_style))
+    for damage in summary["damaged"]:  # data that failed its checksum: blanked, never shown as data
+        head.add_row("damaged", Text(damage, style="bold red"))
     for problem in summary["problems"]:  # a record that contradicts itself is not a healthy run
         head.add_row("inconsistent", Text(problem, style="bold red"))
     if summary["message"]:

@@ -23,7 +23,9 @@ from stnkit.killpoints import kill_point
 __all__ = [
     "SLOTS",
     "create_slots",
+    "inspect_slots",
     "latest_blob",
+    "no_intact_checkpoint",
     "read_latest",
     "serialize",
     "slot_capacity",
@@ -119,32 +121,63 @@ def write_checkpoint(file: h5py.File, blob: np.ndarray, step: int) -> int:
     return slot
 
 
-def latest_blob(file: h5py.File) -> tuple[np.ndarray, int] | None:
-    """The newest intact checkpoint's raw bytes and step (nothing is unpickled), or ``None``.
+def inspect_slots(file: h5py.File) -> tuple[tuple[np.ndarray, int, int] | None, list[str]]:
+    """The newest intact checkpoint's raw bytes, step and slot (nothing is unpickled), or
+    ``None``; and, one line each, the written slots found damaged on the way to it.
 
-    A slot whose bytes do not match their recorded hash (a torn write) is passed over for the
-    other slot.
+    The latest slot is tried first, then the other. The other slot failing its hash is what a
+    kill during the next checkpoint's write leaves; it is only looked at (and reported) when
+    the latest slot is damaged too.
     """
     if "checkpoints" not in file:
-        return None
+        return None, []
     group = file["checkpoints"]
     latest = int(group["latest"][()])
-    order = [latest, 1 - latest] if latest in (0, 1) else []
+    if latest == -1:
+        return None, []
+    damaged: list[str] = []
+    steps = [int(group["step"][slot]) for slot in range(SLOTS)]
+    if latest in (0, 1):
+        order = [latest, 1 - latest]
+    else:
+        damaged.append(f"the pointer to the latest checkpoint is damaged (slot {latest})")
+        order = sorted(range(SLOTS), key=lambda slot: -steps[slot])
     for slot in order:
         data = group[f"slot{slot}"]
         length = int(group["length"][slot]) if "length" in group else data.shape[0]
-        blob = np.asarray(data[:length], dtype=np.uint8)
-        recorded = bytes(group["sha256"][slot]).decode()
-        if not length or hashlib.sha256(blob.tobytes()).hexdigest() != recorded:
+        if steps[slot] < 0 or not 0 < length <= data.shape[0]:
+            if slot == latest:
+                damaged.append(f"checkpoint slot {slot} records no checkpoint although it is the latest")
             continue
-        return blob, int(group["step"][slot])
-    return None
+        blob = np.asarray(data[:length], dtype=np.uint8)
+        recorded = bytes(group["sha256"][slot]).decode(errors="replace")
+        if hashlib.sha256(blob.tobytes()).hexdigest() != recorded:
+            damaged.append(f"checkpoint slot {slot} (step {steps[slot]}) failed its hash check")
+            continue
+        return (blob, steps[slot], slot), damaged
+    return None, damaged
+
+
+def latest_blob(file: h5py.File) -> tuple[np.ndarray, int] | None:
+    """The newest intact checkpoint's raw bytes and step, or ``None`` (damaged slots passed over)."""
+    found, _damaged = inspect_slots(file)
+    return None if found is None else (found[0], found[1])
+
+
+def no_intact_checkpoint(where: str, damaged: list[str]) -> RunFileError:
+    return RunFileError(
+        f"{where}: {'; '.join(damaged)}; no intact checkpoint is left, so the run cannot continue "
+        "where it stopped (start it again from its recipe)"
+    )
 
 
 def read_latest(file: h5py.File, where: str) -> tuple[dict[str, Any], int] | None:
-    """The newest intact checkpoint and its step, or ``None`` when the run has none."""
-    found = latest_blob(file)
+    """The newest intact checkpoint and its step, or ``None`` when the run has none. A run whose
+    every written checkpoint is damaged is a :class:`RunFileError`, not a run without one."""
+    found, damaged = inspect_slots(file)
     if found is None:
+        if damaged:
+            raise no_intact_checkpoint(where, damaged)
         return None
-    blob, step = found
+    blob, step, _slot = found
     return deserialize(blob.tobytes(), where), step

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import logging
 import math
 import os
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +25,31 @@ import numpy as np
 import torch
 
 from stnkit._version import __version__
-from stnkit.errors import RunFileError
+from stnkit.errors import RunFileError, RunFileWriteError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
 from stnkit.killpoints import kill_point
 from stnkit.recipe import Recipe
 from stnkit.store.checkpoint import (
     create_slots,
+    deserialize,
+    inspect_slots,
     latest_blob,
-    read_latest,
+    no_intact_checkpoint,
     serialize,
     slot_capacity,
     write_checkpoint,
 )
 from stnkit.store.lock import WriterLock
-from stnkit.store.reader import read_table
-from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION
+from stnkit.store.reader import check_layout, read_table, reading
+from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION, TABLE_CAPACITY_CAP
 from stnkit.store.swmr import open_swmr
 
 __all__ = ["HDF5Store"]
 
 _CHUNK = 256
 _STR = h5py.string_dtype()
+_log = logging.getLogger("stnkit")
 
 
 def utc_now() -> str:
@@ -75,6 +82,8 @@ class _Table:
                 data=np.zeros(shape, dtype=dtype),
                 maxshape=(None, width) if width else (None,),
                 chunks=(chunk, width) if width else (chunk,),
+                # a checksum per chunk: a bit flipped on disk is found when the rows are read
+                fletcher32=True,
             )
             self.datasets[name] = ds
         self.count = group.create_dataset(ROWS, data=np.int64(0))
@@ -157,6 +166,8 @@ class HDF5Store:
         self._loss_count = 0
         self._penalty_sum = 0.0
         self._closed = False
+        #: the step of the newest checkpoint on disk (``None``: none yet)
+        self._checkpoint_step: int | None = None
 
     @property
     def _temporary(self) -> Path:
@@ -176,7 +187,8 @@ class HDF5Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
-            self._rebuild(run, self._capacities(run), slot_size=0)
+            with self._writing("creating it"):
+                self._rebuild(run, self._capacities(run), slot_size=0)
         except BaseException:
             self._abandon()
             raise
@@ -242,17 +254,23 @@ class HDF5Store:
             "penalty_sum": self._penalty_sum,
         }
         blob = serialize({**state, "store": store_state})
-        if len(blob) > slot_capacity(self.file):
-            # the file is rebuilt with larger slots, the new checkpoint written before it goes live
-            self._grow(slot_size=_slot_size(len(blob)), checkpoint=(blob, step))
-        else:
-            write_checkpoint(self.file, blob, step)
+        with self._writing(f"writing the checkpoint of step {step}"):
+            if len(blob) > slot_capacity(self.file):
+                # the file is rebuilt with larger slots, the new checkpoint written before it goes live
+                self._grow(slot_size=_slot_size(len(blob)), checkpoint=(blob, step))
+            else:
+                write_checkpoint(self.file, blob, step)
+        self._checkpoint_step = step
 
     @hookimpl(tryfirst=True)
     def stnkit_run_end(self, run: RunInfo, result: RunEnd) -> None:
         if self.file is None:
             return
         self.flush()  # first: a flush may rebuild the file, giving it a new handle
+        with self._writing("ending the run"):
+            self._end(result)
+
+    def _end(self, result: RunEnd) -> None:
         file = self.file
         assert file is not None
         kill_point("end-tables")
@@ -423,10 +441,12 @@ class HDF5Store:
                 table.flush()
             for blob, step in checkpoints:
                 write_checkpoint(file, blob, step)
+                self._checkpoint_step = step
             file["heartbeat"][...] = time.time()
             file.flush()
             file.swmr_mode = True
             kill_point("rebuild")
+            self.lock.hold(temporary)  # the writer lock moves with the file to the run's name
             os.replace(temporary, self.path)  # the open file follows its inode to the real name
         except BaseException:
             if self.file is not None and self.file is not previous:
@@ -477,11 +497,13 @@ class HDF5Store:
         total = run.epochs * run.steps_per_epoch
         if train.max_steps is not None:
             total = min(total, train.max_steps)
-        return {
+        estimate = {
             "hyper": (total // max(train.train_steps, 1) + 1) * train.hyper_steps if run.tunes else 1,
             "train": total // self.log_every + 1,
             "epochs": run.epochs,
         }
+        # a longer run's tables grow as it reaches them (see ``_grow``)
+        return {name: min(rows, TABLE_CAPACITY_CAP) for name, rows in estimate.items()}
 
     def _kind(self, name: str) -> str:
         entry = self.recipe.hyperparameters.get(name, {})
@@ -494,15 +516,64 @@ class HDF5Store:
     def flush(self) -> None:
         if self.file is None:
             return
-        tables = (self.hyper, self.train, self.epochs, self.epoch_metrics)
-        if any(table.needed() > table.capacity for table in tables):
-            self._grow()  # flushes every pending row into the rebuilt file
-        for table in (self.hyper, self.train, self.epochs, self.epoch_metrics):
-            table.flush()
-        assert self.file is not None
-        self.file["heartbeat"][...] = time.time()
-        self.file.flush()
+        with self._writing("writing its tables"):
+            if not self.path.exists():
+                raise FileNotFoundError(errno.ENOENT, "the run file was removed", str(self.path))
+            tables = (self.hyper, self.train, self.epochs, self.epoch_metrics)
+            if any(table.needed() > table.capacity for table in tables):
+                self._grow()  # flushes every pending row into the rebuilt file
+            for table in (self.hyper, self.train, self.epochs, self.epoch_metrics):
+                table.flush()
+            assert self.file is not None
+            self.file["heartbeat"][...] = time.time()
+            self.file.flush()
         self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _writing(self, doing: str) -> Iterator[None]:
+        """A write the disk refuses (full, gone, read-only) ends the store: the run file keeps what
+        is on disk (its last checkpoint is never the slot being written), is marked ``failed``
+        where the disk still allows, and the run stops with one :class:`RunFileWriteError`."""
+        try:
+            yield
+        except (OSError, RuntimeError) as error:
+            if isinstance(error, RunFileError):
+                raise
+            raise self._fail(doing, error) from None
+
+    def _fail(self, doing: str, error: BaseException) -> RunFileWriteError:
+        code = getattr(error, "errno", None)
+        if not code:  # h5py's errors carry the system's errno in their text only
+            match = re.search(r"errno = (\d+)", str(error))
+            code = int(match.group(1)) if match else None
+        removed = not self.path.exists() and not isinstance(error, RunFileWriteError)
+        if removed:
+            reason = "the run file (or its folder) was removed while the run was going"
+        elif code:
+            reason = os.strerror(code).lower()
+        else:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        file, self.file = self.file, None
+        if file is not None:
+            # the disk may refuse these too: the status is recorded only where it still can be
+            with contextlib.suppress(Exception):
+                file.attrs.modify("message", f"the run file could not be written: {reason}")
+                file.attrs.modify("status", "failed")
+                file.flush()
+            with contextlib.suppress(Exception):
+                file.close()
+        self._temporary.unlink(missing_ok=True)
+        self.lock.release()
+        self._closed = True
+        message = f"{self.path}: the run stopped: {doing} failed: {reason}"
+        if removed:
+            return RunFileWriteError(message)
+        if self._checkpoint_step is not None:
+            return RunFileWriteError(
+                f"{message}; its last checkpoint (step {self._checkpoint_step}) is intact: "
+                f"make room, then continue with `stnkit run --resume {self.path}`"
+            )
+        return RunFileWriteError(f"{message}; it has no checkpoint yet")
 
     def _abandon(self) -> None:
         """Creation failed half-way: leave no half-written file (nor lock) behind."""
@@ -537,15 +608,22 @@ class HDF5Store:
         same file, from its stored recipe and seed."""
         self.lock.acquire()
         try:
-            with _open_for_reading(self.path) as file:
-                found = read_latest(file, str(self.path))
+            with reading(self.path), _open_for_reading(self.path) as file:
+                slots, damaged = inspect_slots(file)
+            if slots is None and damaged:
+                raise no_intact_checkpoint(str(self.path), damaged)
+            if slots is None:
+                return None
+            blob, step, slot = slots
+            if damaged:
+                _log.warning(f"{self.path}: {'; '.join(damaged)}; continuing from slot {slot} (step {step})")
+            found = deserialize(blob.tobytes(), str(self.path)), step
         except BaseException:
             self.lock.release()
             raise
-        if found is None:
-            return None
         self._checkpoint = found
-        state, _step = found
+        self._checkpoint_step = step
+        state = found[0]
         store_state = state.pop("store", {})
         self._loss_sum = float(store_state.get("loss_sum", 0.0))
         self._loss_count = int(store_state.get("loss_count", 0))
@@ -564,7 +642,11 @@ class HDF5Store:
             state, step = self._checkpoint
             epochs_done = int(state["epoch"]) - (1 if int(state["batch_in_epoch"]) else 0)
         try:
-            with _open_for_reading(self.path) as old:
+            with (
+                reading(self.path),
+                _open_for_reading(self.path) as old,
+                self._writing("continuing it"),
+            ):
                 attrs: dict[str, Any] = {k: old.attrs[k] for k in _KEPT_ON_RESUME if k in old.attrs}
                 attrs.update({k: v for k, v in old.attrs.items() if k.startswith("meta.")})
                 attrs["resumed"] = int(old.attrs.get("resumed", 0)) + 1
@@ -634,10 +716,15 @@ def _whole_rows(columns: dict[str, np.ndarray], table: _Table, keep: np.ndarray)
 
 
 def _open_for_reading(path: Path) -> h5py.File:
+    """The run file, opened for reading, of a layout this stnkit reads (h5py's errors are left to
+    the caller's :func:`~stnkit.store.reader.reading`)."""
+    file = open_swmr(path)
     try:
-        return open_swmr(path)
-    except OSError as error:
-        raise RunFileError(f"{path} is not a readable run file ({error})") from None
+        check_layout(path, file.attrs)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 @hookimpl(trylast=True)

@@ -7,9 +7,11 @@ from the file: the recipe is parsed with ``yaml.safe_load`` and nothing is unpic
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,10 @@ import yaml
 
 from stnkit.errors import RunFileError, UsageError
 from stnkit.store.lock import writer_alive
-from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
+from stnkit.store.schema import FORMAT, READABLE_VERSIONS, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
 from stnkit.store.swmr import open_swmr
 
-__all__ = ["TABLES", "RunRecord", "open_run", "read_table"]
+__all__ = ["TABLES", "RunRecord", "check_layout", "open_run", "read_table", "reading"]
 
 #: the record's trajectory tables, in the order exports list them
 TABLES = ("hyper", "train", "epochs")
@@ -40,21 +42,135 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read_table(group: h5py.Group) -> dict[str, np.ndarray]:
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: what h5py raises for a file it cannot parse: damaged structure (RuntimeError, OSError), a
+#: link to nothing (KeyError), a value of the wrong kind (ValueError, TypeError)
+_H5PY_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def _first_line(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0].strip("'\" ")
+    return text if len(text) <= 140 else text[:137] + "..."
+
+
+def diagnose(path: Path) -> str:
+    """What is wrong with a run file h5py could not read, in a few words, from its bytes alone."""
+    if not path.exists():
+        return "it does not exist"
+    if path.is_dir():
+        return "it is a folder, not a run file"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(36)
+        size = path.stat().st_size
+    except OSError as error:
+        return f"it cannot be read ({error.strerror or error})"
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if not head.startswith(_SIGNATURE):
+        if _SIGNATURE.startswith(head):
+            return f"it is truncated to {size} bytes"
+        return "it is not an HDF5 file"
+    if len(head) < 36:
+        return f"it is truncated to {size} bytes"
+    if head[8] >= 2:  # superblock versions 2 and 3 record the file's end address at byte 28
+        end = int.from_bytes(head[28:36], "little")
+        if 0 < size < end:
+            return f"it is truncated ({size} of its {end} bytes are there)"
+    return "it is damaged"
+
+
+def damaged(path: Path, error: BaseException) -> RunFileError:
+    """The one-line error for a run file h5py failed on: the file, what is wrong, h5py's reason."""
+    what, reason = diagnose(path), _first_line(error)
+    if what != "it is damaged":
+        return RunFileError(f"{path} is not a readable HDF5 run file: {what} ({reason})")
+    if isinstance(error, KeyError) and "checksum" not in reason:
+        return RunFileError(f"{path} is missing part of the run layout ({reason})")
+    part = "fails its checksum" if "checksum" in reason else "cannot be read"
+    return RunFileError(f"{path} is damaged: part of its structure {part} ({reason})")
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn h5py's and the operating system's errors while reading ``path`` into one
+    :class:`RunFileError` naming the file and what is wrong with it."""
+    try:
+        yield
+    except RunFileError:
+        raise
+    except _H5PY_ERRORS as error:
+        raise damaged(path, error) from None
+
+
+def check_layout(path: Path, attrs: Any) -> None:
+    """Refuse a file that is not a stnkit run file, or one of a layout version this stnkit does
+    not read."""
+    if _text(attrs.get("format", "")) != FORMAT:
+        raise RunFileError(f"{path} is not a stnkit run file (no format={FORMAT!r} attribute)")
+    raw = attrs.get("schema_version")
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        version = None
+    if version not in READABLE_VERSIONS:
+        shown = "none" if raw is None else str(_text(raw) if version is None else version)
+        advice = ": upgrade stnkit" if version is not None and version > SCHEMA_VERSION else ""
+        raise RunFileError(
+            f"{path} has run-file layout version {shown}; this stnkit writes version {SCHEMA_VERSION} "
+            f"and reads versions {min(READABLE_VERSIONS)} to {max(READABLE_VERSIONS)}{advice}"
+        )
+
+
+def _fill(dtype: np.dtype[Any]) -> Any:
+    return np.nan if np.issubdtype(dtype, np.floating) else 0
+
+
+def _read_column(dataset: h5py.Dataset, rows: int | None, damage: list[str] | None) -> np.ndarray:
+    """A column's admitted rows. A chunk failing its checksum (fletcher32) is an error, or, when
+    ``damage`` collects problems, its rows are blanked (NaN, or 0 for integers) and named there."""
+    if not dataset.shape:
+        return np.asarray(dataset[()])
+    stop = dataset.shape[0] if rows is None else min(rows, dataset.shape[0])
+    try:
+        return np.asarray(dataset[:stop])
+    except OSError as error:
+        where = f"{dataset.name.lstrip('/')}"
+        if damage is None or not dataset.chunks:
+            raise RunFileError(
+                f"{dataset.file.filename}: {where} fails its checksum ({_first_line(error)}): "
+                "the data on disk is damaged and is not used"
+            ) from None
+    step = dataset.chunks[0]
+    column = np.full((stop, *dataset.shape[1:]), _fill(dataset.dtype), dtype=dataset.dtype)
+    bad: list[tuple[int, int]] = []
+    for start in range(0, stop, step):
+        end = min(start + step, stop)
+        try:
+            column[start:end] = dataset[start:end]
+        except OSError:
+            bad.append((start + 1, end))
+    rows_text = ", ".join(f"rows {a}-{b}" if a != b else f"row {a}" for a, b in bad)
+    damage.append(f"{where}: {rows_text} fail their checksum (shown as missing)")
+    return column
+
+
+def read_table(group: h5py.Group, damage: list[str] | None = None) -> dict[str, np.ndarray]:
     """The columns of a table group, cut to the rows its writer has admitted.
 
-    Schema 2 preallocates every column and counts the rows written in ``_rows``, which the writer
-    updates only after the rows themselves; it is read first, so every row it admits is complete.
-    Schema 1 files (and groups of scalars) have no count: their columns are taken whole.
+    Schema 2 and later preallocate every column and count the rows written in ``_rows``, which
+    the writer updates only after the rows themselves; it is read first, so every row it admits
+    is complete. Schema 1 files (and groups of scalars) have no count: their columns are taken
+    whole. Schema 3 columns carry a fletcher32 checksum per chunk: a damaged chunk raises
+    :class:`RunFileError`, or with ``damage`` given is blanked and described there.
     """
     rows = int(group[ROWS][()]) if ROWS in group else None
     columns: dict[str, np.ndarray] = {}
     for name in group:
         item = group[name]  # by name: h5py's items() would turn a damaged entry into None silently
         if isinstance(item, h5py.Dataset) and name != ROWS:
-            columns[name] = np.asarray(item[()])
-    if rows is not None:
-        columns = {name: value[:rows] for name, value in columns.items()}
+            columns[name] = _read_column(item, rows, damage)
     return columns
 
 
@@ -87,6 +203,8 @@ class RunRecord:
     best_valid: dict[str, float]
     heartbeat: float = math.nan
     extras: dict[str, Any] = field(default_factory=dict)
+    #: parts of the tables that failed their checksum when read (blanked in the arrays)
+    damage: list[str] = field(default_factory=list)
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -207,6 +325,14 @@ class RunRecord:
             found.append(f"the best epoch is {best}, but the epochs table has {rows} rows")
         return found
 
+    def require_intact(self, action: str) -> None:
+        """Refuse to ``action`` (plot, export, replay...) a record whose data failed its checksum."""
+        if self.damage:
+            more = f" (and {len(self.damage) - 1} more)" if len(self.damage) > 1 else ""
+            raise RunFileError(
+                f"{self.path} is damaged: {self.damage[0]}{more}; refusing to {action} damaged data"
+            )
+
     # -- trajectories ---------------------------------------------------------------------------
 
     def values(self, name: str) -> np.ndarray:
@@ -286,6 +412,7 @@ class RunRecord:
             "torch_version": str(self.attrs.get("torch_version", "")),
             "parameters": self.parameters,
             "problems": self.problems(),
+            "damaged": list(self.damage),
             "steps": self.steps,
             "hyper_steps": int(self.hyper["hyper_step"][-1]) if len(self.hyper.get("hyper_step", ())) else 0,
             "epochs": self.n_epochs,
@@ -335,33 +462,30 @@ def _named(names: tuple[str, ...], row: np.ndarray) -> dict[str, float]:
 
 
 def open_run(path: str | Path) -> RunRecord:
-    """Read a run file into a :class:`RunRecord`. Raises :class:`RunFileError` if it is not one."""
+    """Read a run file into a :class:`RunRecord`. Raises :class:`RunFileError` if it is not one
+    or cannot be read; table data failing its checksum is blanked and listed in ``damage``."""
     path = Path(path)
     if not path.exists():
         raise RunFileError(f"run file not found: {path}")
-    try:
-        handle = open_swmr(path)
-    except OSError:
+    if path.is_dir():
+        raise RunFileError(f"{path} is a folder, not a run file")
+    with reading(path):
         try:
-            handle = h5py.File(path, "r")
-        except OSError as error:
-            if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
-                raise RunFileError(
-                    f"{path} was left flagged as open for writing by a process killed while ending "
-                    f"the run; `h5clear -s {path}` clears the flag, after which it can be read"
-                ) from None
-            raise RunFileError(f"{path} is not a readable HDF5 run file ({error})") from None
-    with handle as file:
-        attrs = {key: _attr(value) for key, value in file.attrs.items()}
-        if attrs.get("format") != FORMAT:
-            raise RunFileError(f"{path} is not a stnkit run file (no format={FORMAT!r} attribute)")
-        version = int(attrs.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
-            raise RunFileError(
-                f"{path} uses run-file schema {version}; this stnkit reads up to "
-                f"{SCHEMA_VERSION}: upgrade stnkit"
-            )
-        try:
+            handle = open_swmr(path)
+        except OSError:
+            try:
+                handle = h5py.File(path, "r")
+            except OSError as error:
+                if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
+                    raise RunFileError(
+                        f"{path} was left flagged as open for writing by a process killed while ending "
+                        f"the run; `h5clear -s {path}` clears the flag, after which it can be read"
+                    ) from None
+                raise
+        with handle as file:
+            attrs = {key: _attr(value) for key, value in file.attrs.items()}
+            check_layout(path, attrs)
+            damage: list[str] = []
             hp = file["hyperparameters"]
             names = tuple(_text(n) for n in hp["names"][()])
             record = RunRecord(
@@ -374,20 +498,17 @@ def open_run(path: str | Path) -> RunRecord:
                 initial_scales=_named(names, hp["initial_scales"][()]),
                 final=_named(names, hp["final"][()]),
                 best=_named(names, hp["best"][()]),
-                hyper=read_table(file["hyper"]),
-                train=read_table(file["train"]),
-                epochs={**read_table(file["epochs"]), "metrics": read_table(file["epochs/metrics"])},
+                hyper=read_table(file["hyper"], damage),
+                train=read_table(file["train"], damage),
+                epochs={
+                    **read_table(file["epochs"], damage),
+                    "metrics": read_table(file["epochs/metrics"], damage),
+                },
                 test={k: float(v) for k, v in read_table(file["test"]).items()},
                 best_valid={k: float(v) for k, v in read_table(file["best_valid"]).items()},
                 heartbeat=float(file["heartbeat"][()]) if "heartbeat" in file else math.nan,
+                damage=damage,
             )
-        except KeyError as error:
-            if "checksum" in str(error):
-                raise RunFileError(
-                    f"{path} is damaged: part of its structure fails its checksum ({error}); "
-                    "a crash while the file's layout was changing can do this"
-                ) from None
-            raise RunFileError(f"{path} is missing part of the run layout: {error}") from None
     _trim(record)
     return record
 

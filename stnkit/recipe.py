@@ -212,6 +212,9 @@ class StoreConfig(_Strict):
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: a run file is ``<name>-<UTC stamp>[-N].h5.lock`` (and replays add ``-replay``): a longer name
+#: would pass the 255 bytes most file systems allow for a file name
+NAME_MAX_LENGTH = 200
 
 
 class Recipe(_Strict):
@@ -241,6 +244,10 @@ class Recipe(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
+        if len(name) > NAME_MAX_LENGTH:
+            raise ValueError(
+                f"is {len(name)} characters long; at most {NAME_MAX_LENGTH} fit in a run file's name"
+            )
         if not _NAME.match(name):
             raise ValueError(
                 "must start with a letter or digit and use only letters, digits, '.', '_' and '-'"

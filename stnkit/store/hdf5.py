@@ -168,6 +168,8 @@ class HDF5Store:
         self._closed = False
         #: the step of the newest checkpoint on disk (``None``: none yet)
         self._checkpoint_step: int | None = None
+        #: whether the run file has been made (a missing one then was removed)
+        self._live = False
 
     @property
     def _temporary(self) -> Path:
@@ -307,8 +309,9 @@ class HDF5Store:
     # -- writing --------------------------------------------------------------------------------
 
     def _create(self, run: RunInfo, target: Path, capacities: dict[str, int], slot_size: int) -> h5py.File:
+        """The new file, built in memory (HDF5's core driver); :meth:`_rebuild` writes it out."""
         width = len(self.names)
-        file = h5py.File(target, "w-", libver="latest")
+        file = h5py.File(target, "w", driver="core", backing_store=False, libver="latest")
         self.file = file
         attrs = file.attrs
         attrs["format"] = FORMAT
@@ -441,9 +444,18 @@ class HDF5Store:
                 table.flush()
             for blob, step in checkpoints:
                 write_checkpoint(file, blob, step)
-                self._checkpoint_step = step
             file["heartbeat"][...] = time.time()
             file.flush()
+            # The file goes to disk through plain writes: a full disk fails them with ENOSPC and
+            # nothing else. (HDF5 itself can crash when a write that grows a file fails.) Once
+            # on disk, the file only has bytes overwritten in place until the next rebuild.
+            image = file.id.get_file_image()
+            file.close()
+            _write_image(temporary, image)
+            del image
+            file = h5py.File(temporary, "r+", libver="latest")
+            self.file = file
+            self._bind(file)
             file.swmr_mode = True
             kill_point("rebuild")
             self.lock.hold(temporary)  # the writer lock moves with the file to the run's name
@@ -460,8 +472,23 @@ class HDF5Store:
         if previous is not None:
             with contextlib.suppress(Exception):
                 previous.close()
+        if checkpoints:
+            self._checkpoint_step = checkpoints[-1][1]
+        self._live = True
         self._last_flush = time.monotonic()
         kill_point("rebuilt")
+
+    def _bind(self, file: h5py.File) -> None:
+        """Point the tables at ``file``'s datasets (the file written out from memory)."""
+        for table, name in (
+            (self.hyper, "hyper"),
+            (self.train, "train"),
+            (self.epochs, "epochs"),
+            (self.epoch_metrics, "epochs/metrics"),
+        ):
+            group = file[name]
+            table.datasets = {column: group[column] for column in table.datasets}
+            table.count = group[ROWS]
 
     def _grow(self, slot_size: int | None = None, checkpoint: tuple[np.ndarray, int] | None = None) -> None:
         """Rebuild the live file with room for every pending row (tables at least doubled when
@@ -546,7 +573,7 @@ class HDF5Store:
         if not code:  # h5py's errors carry the system's errno in their text only
             match = re.search(r"errno = (\d+)", str(error))
             code = int(match.group(1)) if match else None
-        removed = not self.path.exists() and not isinstance(error, RunFileWriteError)
+        removed = code == errno.ENOENT or (self._live and not self.path.exists())
         if removed:
             reason = "the run file (or its folder) was removed while the run was going"
         elif code:
@@ -555,11 +582,14 @@ class HDF5Store:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         file, self.file = self.file, None
         if file is not None:
-            # the disk may refuse these too: the status is recorded only where it still can be
-            with contextlib.suppress(Exception):
-                file.attrs.modify("message", f"the run file could not be written: {reason}")
-                file.attrs.modify("status", "failed")
-                file.flush()
+            # Recording the status grows the file a little; HDF5 may crash (not raise) when a
+            # write that grows a file fails, so it is tried only with room to spare. A file left
+            # "running" reads as "interrupted" once the lock is gone, which is true as well.
+            if _room(self.path.parent) > _STATUS_ROOM:
+                with contextlib.suppress(Exception):
+                    file.attrs.modify("message", f"the run file could not be written: {reason}")
+                    file.attrs.modify("status", "failed")
+                    file.flush()
             with contextlib.suppress(Exception):
                 file.close()
         self._temporary.unlink(missing_ok=True)
@@ -695,6 +725,31 @@ class HDF5Store:
         keep = np.ones(n, dtype=bool) if epochs_done is None else epochs["epoch"][:n] <= epochs_done
         self.epochs.extend(_whole_rows(epochs, self.epochs, keep))
         self.epoch_metrics.extend(_whole_rows(metrics, self.epoch_metrics, keep))
+
+
+def _write_image(path: Path, image: bytes) -> None:
+    """Write a file image to ``path`` and to the disk (``fsync``), or raise ``OSError``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(image)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: free bytes below which a store that failed to write does not try to record its status
+_STATUS_ROOM = 1 << 20
+
+
+def _room(folder: Path) -> int:
+    """Free bytes on ``folder``'s file system (0 when it cannot be told, or is gone)."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
 
 
 def _slot_size(length: int) -> int:

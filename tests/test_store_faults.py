@@ -464,3 +464,18 @@ def test_write_failure_is_a_run_file_write_error(tmp_path: Path, monkeypatch: py
     _fail_table_flushes_after(monkeypatch, checkpoints=1)
     with pytest.raises(RunFileWriteError, match="no space left on device"):
         stnkit.run(write_recipe(tmp_path))
+
+
+def test_a_disk_too_full_for_the_end_of_run_values_keeps_the_final_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end-of-run values grow the file: with no room they are refused before HDF5 writes."""
+    monkeypatch.setattr(hdf5, "_room", lambda folder: 0)
+    assert main(["run", "-q", str(write_recipe(tmp_path))]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert "ending the run failed: no space left on device" in line and "(step 8)" in line
+    (run,) = (tmp_path / "runs").glob("*.h5")
+    assert stnkit.open_run(run).status == "interrupted"  # no room to record "failed" either
+    monkeypatch.undo()
+    assert main(["run", "-q", "--resume", str(run)]) == 0
+    assert stnkit.open_run(run).status == "completed"

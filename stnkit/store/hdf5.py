@@ -270,6 +270,9 @@ class HDF5Store:
             return
         self.flush()  # first: a flush may rebuild the file, giving it a new handle
         with self._writing("ending the run"):
+            if _room(self.path.parent) < _STATUS_ROOM:
+                # the end-of-run values grow the file a little: refused here, not inside HDF5
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._end(result)
 
     def _end(self, result: RunEnd) -> None:
@@ -739,16 +742,19 @@ def _write_image(path: Path, image: bytes) -> None:
         os.close(fd)
 
 
-#: free bytes below which a store that failed to write does not try to record its status
-_STATUS_ROOM = 1 << 20
+#: free bytes the end-of-run values (which grow the file a little) are written with at least
+_STATUS_ROOM = 256 << 10
 
 
 def _room(folder: Path) -> int:
-    """Free bytes on ``folder``'s file system (0 when it cannot be told, or is gone)."""
+    """Free bytes on ``folder``'s file system (0 when it is gone; unbounded for a file system that
+    states no size, as some network and FUSE ones do)."""
     try:
         stats = os.statvfs(folder)
     except OSError:
         return 0
+    if not stats.f_blocks:
+        return 1 << 62
     return stats.f_bavail * stats.f_frsize
 
 

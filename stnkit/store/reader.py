@@ -123,6 +123,10 @@ def check_layout(path: Path, attrs: Any) -> None:
         )
 
 
+#: reads of a column whose checksum fails before it counts as damaged
+_READ_TRIES = 3
+
+
 def _fill(dtype: np.dtype[Any]) -> Any:
     return np.nan if np.issubdtype(dtype, np.floating) else 0
 
@@ -133,15 +137,20 @@ def _read_column(dataset: h5py.Dataset, rows: int | None, damage: list[str] | No
     if not dataset.shape:
         return np.asarray(dataset[()])
     stop = dataset.shape[0] if rows is None else min(rows, dataset.shape[0])
-    try:
-        return np.asarray(dataset[:stop])
-    except OSError as error:
-        where = f"{dataset.name.lstrip('/')}"
-        if damage is None or not dataset.chunks:
-            raise RunFileError(
-                f"{dataset.file.filename}: {where} fails its checksum ({_first_line(error)}): "
-                "the data on disk is damaged and is not used"
-            ) from None
+    reason = ""
+    for attempt in range(_READ_TRIES):
+        try:
+            return np.asarray(dataset[:stop])
+        except OSError as error:
+            reason = _first_line(error)
+            # a live writer may be rewriting the chunk this instant: another look settles it
+            time.sleep(0.05 * (attempt + 1))
+    where = dataset.name.lstrip("/")
+    if damage is None or not dataset.chunks:
+        raise RunFileError(
+            f"{dataset.file.filename}: {where} fails its checksum ({reason}): "
+            "the data on disk is damaged and is not used"
+        )
     step = dataset.chunks[0]
     column = np.full((stop, *dataset.shape[1:]), _fill(dataset.dtype), dtype=dataset.dtype)
     bad: list[tuple[int, int]] = []

@@ -282,7 +282,7 @@ class Recipe(_Strict):
         """This recipe validated again as a whole (a copy): catches edits made in Python that
         no assignment saw, such as a changed list or dict. Raises :class:`RecipeError`."""
         try:
-            fresh = Recipe.model_validate(self.model_dump())
+            fresh = Recipe.model_validate(self.model_dump(warnings=False))
         except ValidationError as error:
             raise RecipeError(pydantic_problems(error, model=Recipe)) from None
         fresh._base_dir = self._base_dir

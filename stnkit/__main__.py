@@ -1,7 +1,31 @@
+"""``python -m stnkit`` and the ``stnkit`` command.
+
+Signals are taken over before the command line's modules load (torch takes seconds): Ctrl-C or
+SIGTERM then ends the process with one line and exit 130, never a traceback or a silent 143.
+"""
+
 from __future__ import annotations
 
 import sys
 
-from stnkit.cli import main
+from stnkit.interrupts import install
 
-sys.exit(main())
+__all__ = ["main"]
+
+
+def main() -> int:
+    """Run the command line with signals handled from the start."""
+    restore = install()
+    try:
+        from stnkit.cli import main as cli_main
+
+        return cli_main()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    finally:
+        restore()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

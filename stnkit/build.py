@@ -18,12 +18,14 @@ from stnkit.data import BuildContext, Dataset
 from stnkit.errors import Problem, RecipeError, RegistryError, UsageError
 from stnkit.hyper.kinds import HyperKind
 from stnkit.hyper.space import HyperSpace
+from stnkit.killpoints import signal_point
 from stnkit.model import StnModel
+from stnkit.nn import count_parameters
 from stnkit.objective import Objective
 from stnkit.optim import make_optimizer
 from stnkit.plugins import Plugins
 from stnkit.precision import Precision
-from stnkit.recipe import ComponentSection, Recipe, mark_overrides, pydantic_problems
+from stnkit.recipe import MAX_STEPS, ComponentSection, Recipe, mark_overrides, pydantic_problems
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
 
@@ -393,11 +395,20 @@ def build(resolved: Resolved) -> Built:
     device = resolved.device
     torch.manual_seed(recipe.seed)
     context = BuildContext(base_dir=recipe.base_dir, device=device, seed=recipe.seed)
+    signal_point("data")
     dataset: Dataset = resolved.data.cls(resolved.data.config, context)
     info = dataset.info
     if info.steps_per_epoch < 1:  # located at "data", like every other recipe problem
         raise RecipeError.single(
             resolved.data.where, "the training set yields no batch: is batch_size larger than the data set?"
+        )
+    planned = recipe.train.epochs * info.steps_per_epoch
+    if recipe.train.max_steps is None and planned > MAX_STEPS:
+        # per-step tables and schedules are sized from the planned steps
+        raise RecipeError.single(
+            "train.epochs",
+            f"{recipe.train.epochs} epochs of {info.steps_per_epoch} steps make {planned:,} weight "
+            f"steps, more than {MAX_STEPS:,}: lower epochs or set train.max_steps",
         )
     space = HyperSpace(
         resolved.kinds,
@@ -407,6 +418,15 @@ def build(resolved: Resolved) -> Built:
     # without a response the model is built plain: no response weights to carry or update
     n_hyper = space.size if resolved.response.cls.uses_response else 0
     model: StnModel = resolved.model.cls(resolved.model.config, info, n_hyper).to(device)
+    if n_hyper and resolved.response.cls.tunes and count_parameters(model)[1] == 0:
+        # hypergradients reach h only through the response weights: without them every hyper
+        # step is zero and the run would end "completed" with its initial hyperparameters
+        raise RecipeError.single(
+            resolved.model.where,
+            f"model {recipe.model.name!r} has no best-response layers, so response "
+            f"{recipe.response.name!r} has nothing to tune: build it from stnkit.nn layers "
+            "(BRLinear, BRConv2d...) or use response: fixed",
+        )
     response: ResponseModel = resolved.response.cls(resolved.response.config, space)
     objective: Objective = resolved.objective.cls(resolved.objective.config, info.task)
     augmentations: list[Augmentation] = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,9 +17,13 @@ from rich.text import Text
 
 from stnkit.analysis.export import ExportFormat
 from stnkit.errors import StnkitError
+from stnkit.interrupts import install as install_interrupts
+from stnkit.killpoints import signal_point
 from stnkit.plugins import Plugins, PluginWarning, load_plugins
 
 __all__ = ["app", "main"]
+
+signal_point("cli-import")
 
 app = typer.Typer(
     name="stnkit",
@@ -562,14 +568,43 @@ def _add_plugin_commands(loaded: Plugins) -> None:
             )
 
 
+class _InterruptedError(Exception):
+    """Ctrl-C or SIGTERM inside a command, carried past typer (which would exit 130 silently)."""
+
+
+def _guarded(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise _InterruptedError from None
+        except EOFError as error:
+            # typer would print only "Aborted!": an unexpected end of input is a bug to show
+            raise RuntimeError(f"unexpected end of input: {error}") from error
+
+    command.__stnkit_guarded__ = True  # type: ignore[attr-defined]
+    return command
+
+
+def _guard_commands() -> None:
+    """Every command (plugins' too) reports an interruption through :func:`main`'s boundary."""
+    for info in app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "__stnkit_guarded__", False):
+            info.callback = _guarded(info.callback)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one clear message and return their exit code."""
     args = sys.argv[1:] if argv is None else argv
     global _commands_added
+    # SIGTERM ends the command as Ctrl-C does (exit 130 with one line) in every phase
+    restore_signals = install_interrupts()
     try:
         if not _commands_added:
             _add_plugin_commands(reading_plugins())
             _commands_added = True
+        _guard_commands()
         # standalone mode: typer prints usage errors itself and always ends with SystemExit
         app(args=args, prog_name="stnkit")
     except SystemExit as exit_:
@@ -578,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     except StnkitError as error:
         _print_error(error)
         return error.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _InterruptedError):
         Console(stderr=True).print("interrupted")
         return 130
+    finally:
+        restore_signals()
     return 0

@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-__all__ = ["Component", "ComponentConfig", "HyperparameterUse"]
+__all__ = ["Component", "ComponentConfig", "HyperparameterUse", "refuse_bool_number"]
+
+
+def _number_only(annotation: Any) -> bool:
+    """Whether a field's type takes numbers (int or float) but not booleans."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _number_only(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return any(_number_only(a) for a in args) and not any(a is bool or a is Any for a in args)
+    return annotation in (int, float)
+
+
+def refuse_bool_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A ``before`` field check: pydantic reads ``true`` as 1 for an int or float field, so
+    ``epochs: true`` would train one epoch; a boolean is refused where a number is expected."""
+    if isinstance(value, bool) and info.field_name is not None:
+        field = model.model_fields.get(info.field_name)
+        if field is not None and _number_only(field.annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
 
 
 class ComponentConfig(BaseModel):
     """A component's recipe section. Unknown keys are errors, so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_number(cls, value, info)
 
 
 @dataclass(frozen=True)

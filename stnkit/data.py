@@ -8,14 +8,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 from pydantic import AfterValidator, ValidationInfo
 from torch import Tensor
 
 from stnkit.config import Component
+from stnkit.errors import DataError
 from stnkit.task import Task
 
-__all__ = ["Batch", "BuildContext", "DataInfo", "DataPath", "Dataset"]
+__all__ = [
+    "MAX_CLASSES",
+    "Batch",
+    "BuildContext",
+    "DataInfo",
+    "DataPath",
+    "Dataset",
+    "check_features",
+    "check_labels",
+    "check_values",
+]
+
+MAX_CLASSES = 1_000_000
+"""The most classes a data set may have: a label beyond it is a mistake (a float target stored as
+an integer, an id instead of a class index), and the output layer it would size cannot be built."""
 
 
 @dataclass
@@ -40,7 +56,12 @@ class Batch:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model needs to know about its data to size itself."""
+    """What a model needs to know about its data to size itself.
+
+    ``output_size``: outputs per example; 0 (the default) takes it from the task: its class count
+    for classification, 1 for a single regression target. A classification size other than the
+    class count is refused, since targets beyond the outputs fail only inside the loss.
+    """
 
     task: Task
     input_shape: tuple[int, ...]
@@ -48,8 +69,20 @@ class DataInfo:
     n_train: int
     n_valid: int
     n_test: int = 0
-    output_size: int = 1
+    output_size: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        classes = getattr(self.task, "num_classes", None)
+        if self.output_size == 0:
+            object.__setattr__(self, "output_size", 1 if classes is None else int(classes))
+        elif classes is not None and self.output_size != classes:
+            raise ValueError(
+                f"output_size {self.output_size} does not match the task's {classes} classes "
+                "(leave output_size out to take it from the task)"
+            )
+        if self.output_size < 1:
+            raise ValueError(f"output_size must be at least 1, not {self.output_size}")
 
 
 @dataclass(frozen=True)
@@ -107,3 +140,52 @@ class Dataset(Component):
         """An endless stream of validation batches for hyper steps (default: repeated passes)."""
         for _ in itertools.count():
             yield from self.valid_batches()
+
+
+def check_values(array: np.ndarray, what: str) -> None:
+    """Real, finite numbers: complex values would lose their imaginary part when converted, and a
+    NaN or infinite target ends a run as "diverged" (or drops its test metrics) instead of being
+    reported as the data problem it is."""
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{what} must hold numbers, not {_dtype_name(array.dtype)}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{what} must hold real numbers, not complex ones")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise DataError(f"{what} must be finite numbers: {bad} value(s) are NaN or infinite")
+
+
+def check_features(array: np.ndarray, what: str) -> None:
+    """Inputs: real, finite numbers (see :func:`check_values`)."""
+    check_values(array, what)
+
+
+def check_labels(labels: np.ndarray, what: str, num_classes: int | None = None) -> int:
+    """Class labels: integers in ``[0, num_classes)`` (or in ``[0, MAX_CLASSES)`` when the count
+    is not known yet). Returns the class count the labels need (largest label + 1)."""
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{what} must be integer class labels, not {_dtype_name(labels.dtype)}")
+    if labels.size == 0:
+        return 0
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        raise DataError(f"{what}: class labels must be non-negative, found {low}")
+    limit = MAX_CLASSES if num_classes is None else num_classes
+    if high >= limit:
+        reason = (
+            f"the data set has {num_classes} classes"
+            if num_classes is not None
+            else f"labels are class indices 0..C-1 with at most {MAX_CLASSES:,} classes"
+        )
+        raise DataError(f"{what}: label {high:g} is out of range ({reason})")
+    return high + 1
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    if np.issubdtype(dtype, np.str_) or np.issubdtype(dtype, np.bytes_):
+        return "text"
+    if dtype == np.bool_:
+        return "booleans"
+    if dtype == np.object_:
+        return "Python objects"
+    return f"{dtype}"

@@ -16,6 +16,15 @@ variable every call is one dictionary lookup. The points (see ``docs/store.md``)
 ``end-results``       end of run: final/best/test values written, attributes not yet
 ``end-attrs``         end of run: counters and end time written, ``status`` not yet
 ``end-status``        end of run: ``status`` written, the file not yet closed
+
+``STNKIT_TEST_SIGNAL_AT=<point>:<SIGNAL>`` (``SIGINT`` or ``SIGTERM``) instead sends the process
+that signal at a start-up phase, as a user's Ctrl-C or a scheduler's SIGTERM would arrive:
+
+``cli-import``        the command line's modules are loading
+``recipe``            the recipe is read, not yet validated
+``data``              the recipe is valid, the data set not yet built
+``claim``             the run file's name is claimed (its ``.lock`` made), the file not yet
+``store``             the run file exists, the run's own signal handler not yet installed
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["VARIABLE", "kill_point"]
+__all__ = ["SIGNAL_VARIABLE", "VARIABLE", "kill_point", "signal_point"]
 
 VARIABLE = "STNKIT_TEST_KILL_AT"
+SIGNAL_VARIABLE = "STNKIT_TEST_SIGNAL_AT"
 
 _seen: dict[str, int] = {}
 
@@ -41,3 +51,13 @@ def kill_point(name: str) -> None:
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] >= int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def signal_point(name: str) -> None:
+    """Send this process the signal ``STNKIT_TEST_SIGNAL_AT`` names if it names ``name``."""
+    spec = os.environ.get(SIGNAL_VARIABLE)
+    if not spec:
+        return
+    point, _, signame = spec.partition(":")
+    if point == name:
+        os.kill(os.getpid(), signal.Signals[signame or "SIGINT"])

@@ -23,13 +23,18 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from stnkit.config import refuse_bool_number
 from stnkit.errors import Problem, RecipeError, UsageError
+from stnkit.killpoints import signal_point
 
 __all__ = [
+    "MAX_NAME",
+    "MAX_STEPS",
     "ComponentSection",
     "DistributedConfig",
     "LrDecayConfig",
@@ -49,7 +54,20 @@ __all__ = [
 class _Strict(BaseModel):
     # allow_inf_nan=False: YAML's .inf/.nan (or "inf") would otherwise pass `gt=0` and similar
     # bounds — an infinite lr or clip only shows up later as a diverged, half-written run file.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # validate_assignment: a recipe edited in Python (`recipe.train.epochs = 0`) is checked as
+    # a loaded one is, at the assignment.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_number(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool_number(cls, value, info)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as error:
+            raise RecipeError(pydantic_problems(error, model=type(self))) from None
 
 
 class ComponentSection(BaseModel):
@@ -127,10 +145,11 @@ class LrDecayConfig(_Strict):
         own, other = ("patience", "window") if self.rule == "plateau" else ("window", "patience")
         if getattr(self, other) is not None:
             raise ValueError(f"{other} is not an option of rule {self.rule!r} (it takes {own})")
+        # defaults filled in place, not by assignment: that would validate this model again
         if self.patience is None and self.rule == "plateau":
-            self.patience = 0
+            self.__dict__["patience"] = 0
         if self.window is None and self.rule == "nonmonotone":
-            self.window = 5
+            self.__dict__["window"] = 5
         if self.stop_below is not None and self.stop_below <= self.min_lr:
             raise ValueError(
                 f"stop_below ({self.stop_below}) must be above min_lr ({self.min_lr}), "
@@ -150,13 +169,18 @@ class DistributedConfig(_Strict):
     )
 
 
+MAX_STEPS = 10**9
+"""The most weight steps (and epochs, hyper steps per cycle...) a recipe may ask for: far beyond
+any run that can finish, and small enough that sizes and counts derived from it stay exact."""
+
+
 class TrainConfig(_Strict):
-    epochs: int = Field(ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many weight steps")
-    warmup_epochs: int = Field(0, ge=0)
-    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_epochs")
-    train_steps: int = Field(2, ge=1, description="weight steps per cycle (T_train)")
-    hyper_steps: int = Field(1, ge=0, description="hyper steps per cycle (T_val)")
+    epochs: int = Field(ge=1, le=MAX_STEPS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="stop after this many weight steps")
+    warmup_epochs: int = Field(0, ge=0, le=MAX_STEPS)
+    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="overrides warmup_epochs")
+    train_steps: int = Field(2, ge=1, le=MAX_STEPS, description="weight steps per cycle (T_train)")
+    hyper_steps: int = Field(1, ge=0, le=MAX_STEPS, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
     hyper_optimizer: OptimizerConfig = OptimizerConfig(name="adam", lr=0.003)
     hyper_lr_schedule: Literal["constant", "cosine", "linear"] = Field(
@@ -181,8 +205,10 @@ class TrainConfig(_Strict):
     )
     perturbation: PerturbationConfig = PerturbationConfig()
     lr_decay: LrDecayConfig | None = None
-    patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
-    log_every: int = Field(10, ge=1, description="weight steps per stored train-loss point")
+    patience: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="stop after this many epochs without improvement"
+    )
+    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="weight steps per stored train-loss point")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast dtype of forward passes (fp16 adds a gradient scaler; CUDA only)"
     )
@@ -204,7 +230,7 @@ class StoreConfig(_Strict):
     flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
     checkpoints: bool = Field(True, description="save resumable checkpoints in the run file")
     checkpoint_steps: int | None = Field(
-        None, ge=1, description="also checkpoint mid-epoch every N weight steps"
+        None, ge=1, le=MAX_STEPS, description="also checkpoint mid-epoch every N weight steps"
     )
     checkpoint_minutes: float | None = Field(
         10.0, gt=0, description="also checkpoint mid-epoch once this many minutes have passed"
@@ -212,9 +238,9 @@ class StoreConfig(_Strict):
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: a run file is ``<name>-<UTC stamp>[-N].h5.lock`` (and replays add ``-replay``): a longer name
-#: would pass the 255 bytes most file systems allow for a file name
-NAME_MAX_LENGTH = 200
+# a run file is `<name>-<UTC stamp>[-N].h5` with a `.lock` sidecar (replays add `-replay`), and a
+# file name holds at most 255 bytes on common file systems: 200 leaves room for the rest
+MAX_NAME = 200
 
 
 class Recipe(_Strict):
@@ -244,15 +270,25 @@ class Recipe(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if len(name) > NAME_MAX_LENGTH:
-            raise ValueError(
-                f"is {len(name)} characters long; at most {NAME_MAX_LENGTH} fit in a run file's name"
-            )
         if not _NAME.match(name):
             raise ValueError(
                 "must start with a letter or digit and use only letters, digits, '.', '_' and '-'"
             )
+        if len(name) > MAX_NAME:
+            raise ValueError(f"is {len(name)} characters long; at most {MAX_NAME} fit in a run file's name")
         return name
+
+    def checked(self) -> Recipe:
+        """This recipe validated again as a whole (a copy): catches edits made in Python that
+        no assignment saw, such as a changed list or dict. Raises :class:`RecipeError`."""
+        try:
+            fresh = Recipe.model_validate(self.model_dump(warnings=False))
+        except ValidationError as error:
+            raise RecipeError(pydantic_problems(error, model=Recipe)) from None
+        fresh._base_dir = self._base_dir
+        fresh._source = self._source
+        fresh._overridden = self._overridden
+        return fresh
 
     @property
     def base_dir(self) -> Path:
@@ -493,10 +529,11 @@ def parse_recipe(
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read and validate a recipe's structure (stage 1) with ``--set`` style overrides applied.
 
-    Component sections are checked by :func:`stnkit.build.resolve`, which :func:`stnkit.run` and
-    ``stnkit validate`` call; use ``stnkit.validate_recipe`` for both stages at once.
+    Component sections and the data are checked by :func:`stnkit.validate` (as ``stnkit validate``
+    does), and again by :func:`stnkit.run` before any run file exists.
     """
     path = Path(path)
     data = load_yaml(path)
+    signal_point("recipe")
     keys = apply_overrides(data, overrides)
     return parse_recipe(data, base_dir=path.resolve().parent, source=str(path), overridden=keys)

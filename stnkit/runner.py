@@ -22,6 +22,8 @@ from stnkit.build import Built, build, resolve, resolve_device
 from stnkit.engine import Engine
 from stnkit.errors import RecipeError, RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
+from stnkit.interrupts import Deferral
+from stnkit.killpoints import signal_point
 from stnkit.nn import count_parameters
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
@@ -48,17 +50,20 @@ def _as_recipe(recipe: Recipe | str | Path, overrides: Sequence[str]) -> Recipe:
     if isinstance(recipe, Recipe):
         if overrides:
             raise TypeError("overrides apply to recipe files; edit the Recipe object instead")
-        return recipe
+        return recipe.checked()  # edits made in Python are held to the recipe's own rules
     return load_recipe(recipe, overrides)
 
 
 def validate(
     recipe: Recipe | str | Path, overrides: Sequence[str] = (), plugins: Plugins | None = None
 ) -> Recipe:
-    """Validate a recipe fully (structure, components, hyperparameter cross-checks)."""
+    """Validate a recipe fully: structure, components, hyperparameter cross-checks, and its data,
+    which is opened and checked as a run would (a bad data file is a
+    :class:`~stnkit.errors.DataError`); the model is built too, so nothing a run checks before
+    its run file exists is left out."""
     plugins = plugins or load_plugins()
     parsed = _as_recipe(recipe, overrides)
-    resolve(parsed, plugins)
+    build(resolve(parsed, plugins))
     return parsed
 
 
@@ -88,6 +93,7 @@ def run_path(out_dir: Path, name: str) -> Path:
             os.close(os.open(lock_path(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
             continue
+        signal_point("claim")
         return path
     raise AssertionError("unreachable")
 
@@ -248,12 +254,16 @@ def _run(
             release_path(path)
             raise
 
-    path, run_store = distributed.collectively(open_store, "creating the run file")
-    try:
-        info = run_info(built, path, metadata)
-        return _execute(built, plugins, info, run_store, observers, state=None)
-    finally:
-        release_path(path)
+    # from the run name's claim until the run's own handler is in place, a signal is held back:
+    # landing in between it would leave a half-made file or an orphaned lock claim
+    with Deferral() as held:
+        path, run_store = distributed.collectively(open_store, "creating the run file")
+        signal_point("store")
+        try:
+            info = run_info(built, path, metadata)
+            return _execute(built, plugins, info, run_store, observers, state=None, held=held)
+        finally:
+            release_path(path)
 
 
 def resume(
@@ -314,17 +324,19 @@ def _resume(
             raise RunFileError("the installed run store cannot resume runs")
         return opened, opened.load_checkpoint()
 
-    run_store, state = distributed.collectively(open_store, "opening the run file")
-    state = distributed.broadcast_object(state)
-    info = run_info(built, path, record.metadata)
-    if state is None:
-        if distributed.world().is_main:
-            (notice or _log.warning)(
-                f"{path} has no checkpoint yet: starting the run again from the beginning, in the same file"
-            )
-    else:
-        info = dataclasses.replace(info, start_step=int(state["step"]), start_epoch=int(state["epoch"]))
-    return _execute(built, plugins, info, run_store, observers, state=state)
+    with Deferral() as held:
+        run_store, state = distributed.collectively(open_store, "opening the run file")
+        state = distributed.broadcast_object(state)
+        info = run_info(built, path, record.metadata)
+        if state is None:
+            if distributed.world().is_main:
+                (notice or _log.warning)(
+                    f"{path} has no checkpoint yet: starting the run again from the beginning, "
+                    "in the same file"
+                )
+        else:
+            info = dataclasses.replace(info, start_step=int(state["step"]), start_epoch=int(state["epoch"]))
+        return _execute(built, plugins, info, run_store, observers, state=state, held=held)
 
 
 def _execute(
@@ -334,6 +346,7 @@ def _execute(
     run_store: object | None,
     observers: Iterable[object],
     state: dict[str, Any] | None,
+    held: Deferral | None = None,
 ) -> RunResult:
     tune_allocator()  # reuse freed activation memory instead of mapping it anew each step
     store_config = built.recipe.store
@@ -359,7 +372,7 @@ def _execute(
         for index, observer in enumerate(observers if distributed.world().is_main else ()):
             plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
             registered.append(observer)
-        with _stop_on_signals(engine):
+        with _stop_on_signals(engine, held):
             end = engine.run()
     finally:
         for plugin in registered:
@@ -371,9 +384,11 @@ def _execute(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(engine: Engine) -> Iterator[None]:
+def _stop_on_signals(engine: Engine, held: Deferral | None = None) -> Iterator[None]:
     """The first Ctrl-C or SIGTERM asks the engine to stop cleanly after its current step (with a
-    checkpoint); a second one interrupts at once."""
+    checkpoint); a second one interrupts at once. Signals ``held`` back while the run file was
+    made count as if they came now."""
+    received = held.hand_over() if held is not None else []
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -397,6 +412,8 @@ def _stop_on_signals(engine: Engine) -> Iterator[None]:
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, handler)
     try:
+        if received:  # one stop request, however many came while held back
+            handler(received[0], None)
         yield
     finally:
         for signum, old in previous.items():

@@ -1,9 +1,9 @@
 """Every malformed recipe in ``tests/bad_recipes/`` is refused cleanly, and so is anything a fuzzer makes.
 
 Each file states what the user must read, one ``# expect:`` line per problem (``<file>`` and ``<dir>``
-stand for the recipe's path and folder). A file marked ``# run-only:`` describes a problem only loading
-the data can find, so ``stnkit validate`` is not asked to catch it. The promise checked for every file:
-exit code 2, exactly the expected lines on standard error and nothing else, no traceback, no run file.
+stand for the recipe's path and folder). The promise checked for every file, under both ``stnkit run``
+and ``stnkit validate`` (which opens the data as a run does): exit code 2, exactly the expected lines on
+standard error and nothing else, no traceback, no run file.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ CORPUS = Path(__file__).parent / "bad_recipes"
 BAD_RECIPES = sorted(CORPUS.glob("*.yaml"))
 
 
-def expectations(recipe: Path) -> tuple[list[str], bool]:
-    """The ``# expect:`` lines of a corpus file, with placeholders filled in, and whether it is run-only."""
+def expectations(recipe: Path) -> list[str]:
+    """The ``# expect:`` lines of a corpus file, with placeholders filled in."""
     header = recipe.read_bytes().decode("utf-8", errors="replace").splitlines()
-    expected = [
+    return [
         line.removeprefix("# expect: ").replace("<file>", str(recipe)).replace("<dir>", str(recipe.parent))
         for line in header
         if line.startswith("# expect: ")
     ]
-    run_only = any(line.startswith("# run-only:") for line in header)
-    return expected, run_only
 
 
 def error_lines(text: str) -> list[str]:
@@ -45,17 +43,15 @@ def error_lines(text: str) -> list[str]:
 def test_the_corpus_is_large_and_every_file_says_what_to_expect() -> None:
     assert len(BAD_RECIPES) >= 40
     for recipe in BAD_RECIPES:
-        assert expectations(recipe)[0], f"{recipe.name} has no '# expect:' line"
+        assert expectations(recipe), f"{recipe.name} has no '# expect:' line"
 
 
 @pytest.mark.parametrize("recipe", BAD_RECIPES, ids=[path.stem for path in BAD_RECIPES])
 def test_a_bad_recipe_exits_2_with_one_line_per_problem_and_no_run_file(
     recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expected, run_only = expectations(recipe)
-    commands = [["run", str(recipe), "--quiet", "--out", str(tmp_path / "runs")]]
-    if not run_only:
-        commands.append(["validate", str(recipe)])
+    expected = expectations(recipe)
+    commands = [["run", str(recipe), "--quiet", "--out", str(tmp_path / "runs")], ["validate", str(recipe)]]
     for command in commands:
         assert main(command) == 2, f"stnkit {command[0]} {recipe.name}"
         captured = capsys.readouterr()

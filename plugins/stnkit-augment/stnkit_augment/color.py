@@ -3,6 +3,12 @@
 Every strength is per example: image ``i`` uses ``hp[name][i]``. Brightness, contrast and saturation
 draw a factor ``f ~ U(1 − s, 1 + s)``; hue draws a shift ``~ U(−s, s)`` turns. Strength 0 returns
 the input exactly.
+
+Pixel values must lie in ``[0, 1]``: the results are clamped to that range (and HSV is defined on
+it). Images already normalised (mean 0, std 1) would lose every negative value silently, so the
+first batch each augmentation sees is checked, and values outside ``[0, 1]`` are a
+:class:`~stnkit.errors.DataError` naming the range found. Normalise inside the model instead, as
+the built-in image models do.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 from torch import Tensor
 
 from stnkit.config import ComponentConfig, HyperparameterUse
+from stnkit.errors import DataError
 from stnkit.hyper.space import HyperBatch
 from stnkit_augment._base import ImageAugmentation, grey, per_example, uniform_factor
 from stnkit_augment.hsv import adjust_hue
@@ -24,7 +31,28 @@ def _strength(description: str, high: float = 1.0) -> HyperparameterUse:
     return HyperparameterUse(description, default=0.0, low=0.0, high=high)
 
 
-class Brightness(ImageAugmentation):
+class _ColourJitter(ImageAugmentation):
+    """A colour augmentation: pixel values in ``[0, 1]``, checked on the first batch."""
+
+    _range_checked = False
+
+    def __call__(self, inputs: Tensor, hp: HyperBatch) -> Tensor:
+        if not self._range_checked and inputs.numel():
+            # once: a data set's value range does not change from batch to batch, and a check
+            # per batch would wait for the device every step
+            low, high = float(inputs.min()), float(inputs.max())
+            if low < 0.0 or high > 1.0:
+                raise DataError(
+                    f"augmentation {self.name!r} needs pixel values in [0, 1], but a batch holds "
+                    f"values in [{low:.4g}, {high:.4g}]: it clamps to [0, 1] and would erase them; "
+                    "give images in [0, 1] and normalise inside the model (and put colour "
+                    "augmentations before input noise or scaling)"
+                )
+            self._range_checked = True
+        return super().__call__(inputs, hp)
+
+
+class Brightness(_ColourJitter):
     """``x · f`` clamped to ``[0, 1]``, ``f ~ U(1 − s, 1 + s)`` per image; any number of channels."""
 
     name = "brightness"
@@ -41,7 +69,7 @@ class Brightness(ImageAugmentation):
         return (x + x * offset).clamp(0.0, 1.0)
 
 
-class Contrast(ImageAugmentation):
+class Contrast(_ColourJitter):
     """``(x − m) · f + m`` clamped, ``m`` the image's mean grey level ``(B, 1, 1, 1)``; any channels."""
 
     name = "contrast"
@@ -59,7 +87,7 @@ class Contrast(ImageAugmentation):
         return (x + (x - mean) * offset).clamp(0.0, 1.0)
 
 
-class Saturation(ImageAugmentation):
+class Saturation(_ColourJitter):
     """``g + (x − g) · f`` clamped, ``g`` each pixel's BT.601 luma ``(B, 1, H, W)``.
 
     Greyscale images have no colour to scale: with one channel it is the identity.
@@ -82,7 +110,7 @@ class Saturation(ImageAugmentation):
         return (x + (x - grey(x)) * offset).clamp(0.0, 1.0)
 
 
-class Hue(ImageAugmentation):
+class Hue(_ColourJitter):
     """Rotate each image's hue by ``U(−s, s)`` turns in HSV space; the identity for one channel.
 
     ``s`` is at most half a turn: beyond that the shifts only repeat.

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
-from stnkit.data import Batch, BuildContext, DataInfo, DataPath, Dataset
+from stnkit.data import Batch, BuildContext, DataInfo, DataPath, Dataset, check_labels
 from stnkit.errors import DataError
 from stnkit.task import ClassificationTask
 from stnkit_cnn.formats import read_cifar10_bin, read_cifar10_py, read_idx
@@ -124,6 +124,11 @@ class ImageData(Dataset):
     def __init__(self, config: ImageConfig, context: BuildContext) -> None:
         super().__init__(config, context)
         splits = self.read(Path(config.root))
+        for split, (_, split_labels) in splits.items():
+            # a label past the class list would fail inside the loss, after the run file exists
+            check_labels(
+                split_labels, f"{config.root}: {split} labels", num_classes=len(self.classes) or None
+            )
         images, labels = splits["train"]
         if config.valid_size >= len(images):
             raise DataError(

@@ -15,7 +15,16 @@ from pydantic import Field
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
-from stnkit.data import Batch, BuildContext, DataInfo, DataPath, Dataset
+from stnkit.data import (
+    Batch,
+    BuildContext,
+    DataInfo,
+    DataPath,
+    Dataset,
+    check_features,
+    check_labels,
+    check_values,
+)
 from stnkit.errors import DataError
 from stnkit.task import ClassificationTask, RegressionTask, Task
 
@@ -25,11 +34,20 @@ _REQUIRED = ("x_train", "y_train", "x_valid", "y_valid")
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read and check the arrays; every problem is a :class:`DataError` naming the file."""
+    """Read and check the arrays; every problem is a :class:`DataError` naming the file.
+
+    Checked before anything is built, so bad data never reaches a run file: matching lengths,
+    real and finite features and targets, integer class labels within range in every split.
+    """
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size if path.is_file() else 0
+        detail = "the file is empty" if path.is_file() and size == 0 else "not a zip archive"
+        raise DataError(f"{path}: not a readable .npz file ({detail})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    # EOFError: a truncated member; ValueError: pickled objects (refused) or a bad header
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
     missing = [key for key in _REQUIRED if key not in arrays]
     if missing:
@@ -41,19 +59,39 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim < 2:
             raise DataError(f"{path}: x_{split} must have shape (N, features...), not {x.shape}")
-        if len(x) != len(y):
-            raise DataError(f"{path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        if y.ndim < 1 or len(x) != len(y):
+            rows = len(y) if y.ndim else "no"
+            raise DataError(f"{path}: x_{split} has {len(x)} rows but y_{split} has {rows}")
         if len(x) == 0:
             raise DataError(f"{path}: the {split} split is empty")
-        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-            raise DataError(f"{path}: x_{split} must be finite numbers")
+        check_features(x, f"{path}: x_{split}")
     shapes = {arrays[f"x_{s}"].shape[1:] for s in splits}
     if len(shapes) > 1:
         raise DataError(f"{path}: the splits' feature shapes differ: {sorted(shapes)}")
-    kinds = {np.issubdtype(arrays[f"y_{s}"].dtype, np.integer) for s in splits}
+    kinds = {_is_labels(arrays[f"y_{s}"]) for s in splits}
     if len(kinds) > 1:
         raise DataError(f"{path}: targets must be all integer (classification) or all float (regression)")
+    if kinds == {True}:
+        # the class count comes from training and validation labels; test labels must fit in it
+        counts = [check_labels(arrays[f"y_{s}"], f"{path}: y_{s}") for s in ("train", "valid")]
+        for split in splits:
+            if arrays[f"y_{split}"].ndim != 1:
+                raise DataError(
+                    f"{path}: y_{split} must be one class label per row, not {arrays[f'y_{split}'].shape}"
+                )
+        if "y_test" in arrays:
+            check_labels(arrays["y_test"], f"{path}: y_test", num_classes=max(counts))
+    else:
+        for split in splits:
+            check_values(arrays[f"y_{split}"], f"{path}: y_{split}")
+        target_shapes = {arrays[f"y_{s}"].shape[1:] for s in splits}
+        if len(target_shapes) > 1:
+            raise DataError(f"{path}: the splits' target shapes differ: {sorted(target_shapes)}")
     return arrays
+
+
+def _is_labels(targets: np.ndarray) -> bool:
+    return np.issubdtype(targets.dtype, np.integer) and targets.dtype != np.bool_
 
 
 class TabularData(Dataset):
@@ -91,9 +129,7 @@ class TabularData(Dataset):
         task: Task
         if classification:
             labels = np.concatenate([arrays[f"y_{s}"].ravel() for s in ("train", "valid")])
-            if labels.min() < 0:
-                raise DataError(f"{config.path}: class labels must be non-negative")
-            num_classes = int(labels.max()) + 1
+            num_classes = int(labels.max()) + 1  # load_npz checked the labels' range
             task = ClassificationTask(num_classes)
             output_size = num_classes
         else:

@@ -101,6 +101,7 @@ class Probe:
     check: Check | None = None
     timeout: float = 90.0
     signal_at: tuple[int, float] | None = None  # (signal, seconds after the start)
+    signal_after: str | None = None  # with signal_at: count its seconds from when this glob matches
 
 
 @dataclass
@@ -172,7 +173,7 @@ def run_probe(probe: Probe, fixtures: Fixtures, workdir: Path) -> Outcome:
         command = probe.prepare(workdir, fixtures)
     except Exception as error:  # a probe that cannot even be set up says so in the report
         return Outcome(probe, "unclear", None, f"probe setup failed: {error!r}")
-    result = execute(command, workdir, probe.timeout, probe.signal_at)
+    result = execute(command, workdir, probe.timeout, probe.signal_at, probe.signal_after)
     outcome, detail = classify(result)
     if outcome == "fine" and not any(e == "fine" for e in probe.expect):
         outcome, detail = "silent-wrong", "exit 0 where an error was due: " + last_line(result.text)
@@ -183,7 +184,13 @@ def run_probe(probe: Probe, fixtures: Fixtures, workdir: Path) -> Outcome:
     return Outcome(probe, outcome, result.code, detail, time.monotonic() - start)
 
 
-def execute(command: list[str], cwd: Path, timeout: float, signal_at: tuple[int, float] | None) -> Result:
+def execute(
+    command: list[str],
+    cwd: Path,
+    timeout: float,
+    signal_at: tuple[int, float] | None,
+    signal_after: str | None = None,
+) -> Result:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env["COLUMNS"] = "200"
@@ -198,6 +205,10 @@ def execute(command: list[str], cwd: Path, timeout: float, signal_at: tuple[int,
         try:
             if signal_at is not None:
                 number, delay = signal_at
+                while signal_after and process.poll() is None and time.monotonic() < deadline:
+                    if next(iter(cwd.glob(signal_after)), None) is not None:
+                        break
+                    time.sleep(0.01)
                 try:
                     process.wait(timeout=delay)
                 except subprocess.TimeoutExpired:
@@ -440,6 +451,25 @@ def _study_probes() -> list[Probe]:
         return _stnkit("show", damaged_study("best-run-deleted", fx.study, w / "studies"))
 
     probes.append(Probe("damaged-study/best-run-deleted/show", ("fine", "clean:2"), deleted, _names_missing))
+
+    def data_gone(w: Path, fx: Fixtures) -> list[str]:
+        # the recipe's folder (its data with it) gone, and trials still to run
+        (w / "studies").mkdir()
+        study = w / "studies" / fx.study.name
+        shutil.copytree(fx.study, study)
+        manifest = json.loads((study / "study.json").read_text())
+        manifest.update(base_dir=str(w / "gone"), trials=4)
+        (study / "study.json").write_text(json.dumps(manifest))
+        return _stnkit("tune", "--resume", study, "--quiet")
+
+    # trials that cannot succeed: the study must stop, with the failure's message, not go on
+    probes.append(Probe("failing-trials/resume-data-gone", ("clean:2", "clean:1"), data_gone, timeout=90))
+
+    def nan_targets(w: Path, fx: Fixtures) -> list[str]:
+        recipe = write_data_recipe(w, bad_data("nan-train-targets"))
+        return _stnkit("tune", recipe, *TINY, "-n", "3", "-m", "random", "--out", w / "out", "--quiet")
+
+    probes.append(Probe("failing-trials/nan-targets", ("clean:2", "clean:1"), nan_targets, timeout=90))
     return probes
 
 
@@ -574,20 +604,32 @@ def _data_probes() -> list[Probe]:
 
 
 def _nothing_half_made(w: Path, result: Result, _: Fixtures) -> str | None:
-    """Interrupted: any run file left is resumable (it says so), no empty lock or folder."""
+    """Interrupted: no lock without its run, no empty run file or folder, no study folder without
+    its manifest, and whatever run file or study is left readable by ``stnkit show``."""
     out = w / "out"
     if not out.exists():
         return None
-    empty = [
-        p
-        for p in out.rglob("*")
-        if (p.is_file() and p.stat().st_size == 0) or (p.is_dir() and not any(p.iterdir()))
+    found: list[str] = []
+    for path in sorted(out.rglob("*")):
+        name = str(path.relative_to(w))
+        if path.name.endswith(".h5.lock") and not path.with_name(path.name[: -len(".lock")]).exists():
+            found.append(f"lock without its run: {name}")
+        elif path.suffix == ".h5" and path.stat().st_size == 0:
+            found.append(f"empty run file: {name}")
+        elif path.is_dir() and not any(path.iterdir()):
+            found.append(f"empty folder: {name}")
+    studies = [p for p in out.iterdir() if p.is_dir()]
+    found += [
+        f"study folder without study.json: {p.relative_to(w)}"
+        for p in studies
+        if not (p / "study.json").exists()
     ]
-    if empty:
-        return "leftover: empty " + ", ".join(sorted(str(p.relative_to(w)) for p in empty)[:3])
-    if result.code == 130 and any(out.rglob("*")) and "resume" not in result.text:
-        return "leftover: interrupted, something left in the folder, and no word on resuming it"
-    return None
+    if not found:
+        for left in [*out.glob("*.h5"), *(p for p in studies if (p / "study.json").exists())]:
+            shown = execute(_stnkit("show", left), w, 60.0, None)
+            if shown.code != 0:
+                found.append(f"`show` fails on {left.relative_to(w)}: {last_line(shown.text)}")
+    return "leftover: " + "; ".join(found[:3]) if found else None
 
 
 def _signal_probes() -> list[Probe]:
@@ -608,6 +650,34 @@ def _signal_probes() -> list[Probe]:
 
                 name = f"signal/{number.name}-at-{delay}s/{command}"
                 probes.append(Probe(name, ("clean:130",), prepare, _nothing_half_made, 90, (number, delay)))
+        # moments named by what exists: the writer lock just taken, a run training, a study just
+        # made, its first trial running
+        anchored = {
+            "run-lock-taken": ("run", "out/*.h5.lock", 0.0),
+            "run-training": ("run", "out/*.h5", 1.0),
+            "study-created": ("tune", "out/*/study.json", 0.0),
+            "trial-running": ("tune", "out/*/*.h5", 0.3),
+        }
+        for moment, (command, pattern, delay) in anchored.items():
+
+            def prepare(w: Path, fx: Fixtures, command: str = command) -> list[str]:
+                if command == "tune":
+                    return _stnkit(
+                        "tune", RIDGE, *TINY, "-n", "20", "-m", "random", "--out", w / "out", "--quiet"
+                    )
+                return _stnkit("run", RIDGE, "--set", "train.epochs=400", "--out", w / "out", "--quiet")
+
+            probes.append(
+                Probe(
+                    f"signal/{number.name}-at-{moment}/{command}",
+                    ("clean:130",),
+                    prepare,
+                    _nothing_half_made,
+                    120,
+                    (number, delay),
+                    pattern,
+                )
+            )
     return probes
 
 

@@ -181,6 +181,7 @@ def run_probe(probe: Probe, fixtures: Fixtures, workdir: Path) -> Outcome:
         verdict = probe.check(workdir, result, fixtures)
         if verdict is not None:
             outcome, _, detail = verdict.partition(": ")
+            detail = f"exit {result.code}; {detail}"
     return Outcome(probe, outcome, result.code, detail, time.monotonic() - start)
 
 

@@ -112,7 +112,7 @@ def test_a_refused_run_that_leaves_a_file_is_a_leftover(tmp_path: Path, fixtures
     )
     probe = probes.Probe("t", ("clean:2",), python(code), probes._no_run_file)
     result = probes.run_probe(probe, fixtures, tmp_path)
-    assert result.outcome == "leftover" and "out/x.h5" in result.detail
+    assert result.outcome == "leftover" and result.detail == "exit 2; out/x.h5"
 
 
 def test_the_damage_is_real(tmp_path: Path, fixtures: Any) -> None:

@@ -187,3 +187,51 @@ def test_a_file_left_flagged_open_for_writing_is_explained(
     assert child.exitcode == -9
     assert main(["show", str(path)]) == 2
     assert f"h5clear -s {path}" in capsys.readouterr().err
+
+
+IMAGE_DATA = Path(__file__).parents[1] / "plugins" / "stnkit-cnn" / "tests" / "data" / "fashion-mnist"
+#: the Fashion-MNIST recipe — three dropout rates, five augmentations, all drawn per example — at toy
+#: size on the committed slice: four weight steps an epoch, a checkpoint every two
+IMAGE = [
+    f"data.root={IMAGE_DATA}",
+    "data.valid_size=100",
+    "data.train_subset=100",
+    "data.valid_subset=null",
+    "data.test_subset=100",
+    "data.batch_size=25",
+    "data.eval_batch_size=50",
+    "model.channels=[4,8]",
+    "model.hidden=16",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.log_every=1",
+    "store.checkpoint_steps=2",
+    "store.flush_seconds=0.05",
+]
+
+IMAGE_KILLS = [
+    "weight-step:3",  # mid-epoch, a step after the first checkpoint
+    "checkpoint-bytes:2",
+    "weight-step:5",
+    "flush-rows:2",
+    "final-eval",
+    "end-results",
+]
+
+
+@pytest.mark.parametrize("response", ["stn", "delta-stn"])
+def test_an_image_run_with_dropout_augmentation_and_per_example_draws_killed_again_and_again(
+    tmp_path: Path, response: str
+) -> None:
+    recipe = Path(__file__).parents[1] / "recipes" / "fashion-mnist.yaml"
+    overrides = [*IMAGE, f"response.name={response}"]
+    reference = stnkit.run(recipe, overrides=overrides, out_dir=tmp_path / "reference").path
+    assert reference is not None
+    record = stnkit.open_run(reference)
+    assert record.steps == 12 and len(record.hyperparameters) == 9
+    per_example = record.recipe["hyperparameters"]
+    assert all(spec.get("per_example", True) for spec in per_example.values())
+    launch = kill_chain.fork_launcher(recipe, overrides, tmp_path / "chain")
+    chain = kill_chain.run_chain(launch, tmp_path / "chain", IMAGE_KILLS)
+    assert chain.kills == len(IMAGE_KILLS) and chain.restarts == 0
+    assert kill_chain.differences(reference, chain.path) == []

@@ -78,7 +78,7 @@ class Shape:
 def penalty_diagonal(x_train: np.ndarray, weight_decay: float = 0.0, dropout: float = 0.0) -> np.ndarray:
     """The expected-loss penalty per weight: ``weight_decay + p/(1−p)·mean(x_j²)``."""
     odds = dropout / (1.0 - dropout)
-    second_moment = np.mean(np.asarray(x_train, dtype=np.float64) ** 2, axis=0)
+    second_moment: np.ndarray = np.mean(np.asarray(x_train, dtype=np.float64) ** 2, axis=0)
     return weight_decay + odds * second_moment
 
 
@@ -99,7 +99,8 @@ def loss(
 
 
 def unconstrained(name: str, value: float) -> float:
-    """The unit a hyperparameter is tuned in: ``log λ`` for a weight decay, log-odds for a rate."""
+    """The scale optima are searched and starts are moved on: ``log λ`` for a weight decay, the
+    log-odds for a rate (stnkit itself tunes ``softplus⁻¹(λ)`` and the log-odds)."""
     if _KINDS[name] == "unit":
         return math.log(value / (1.0 - value))
     return math.log(value)
@@ -155,7 +156,7 @@ class KnownProblem:
         return self.loss(values) / self.best_loss
 
     def start(self, factor: float) -> dict[str, float]:
-        """The optimum moved by ``factor`` in every hyperparameter's tuned unit: ``λ·factor`` for
+        """The optimum moved by ``factor`` in every hyperparameter: ``λ·factor`` for
         a weight decay, odds ``p/(1−p)·factor`` for a rate (``factor`` 1/30 below, 30 above)."""
         shift = math.log(factor)
         return {n: constrained(n, unconstrained(n, v) + shift) for n, v in self.optimum.items()}
@@ -261,8 +262,8 @@ def _search(arrays: Mapping[str, np.ndarray], family: Family) -> tuple[dict[str,
     grid_wd = np.linspace(*_LOG_WD, 61)
     grid_odds = np.linspace(*_LOG_ODDS, 61)
     table = np.array([[at(a, c) for c in grid_odds] for a in grid_wd])
-    i, j = np.unravel_index(int(np.argmin(table)), table.shape)
-    interior = 0 < i < len(grid_wd) - 1 and 0 < j < len(grid_odds) - 1
+    i, j = (int(k) for k in np.unravel_index(int(np.argmin(table)), table.shape))
+    interior = bool(0 < i < len(grid_wd) - 1 and 0 < j < len(grid_odds) - 1)
     found = minimize(
         lambda v: at(float(v[0]), float(v[1])),
         np.array([grid_wd[i], grid_odds[j]]),

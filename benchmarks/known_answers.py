@@ -12,6 +12,11 @@ it (a rate moves 30× in its odds). Each run is scored in closed form:
     python benchmarks/known_answers.py --family both --problems 24 --jobs 2 --json /tmp/known.json
 
 Runs are real stnkit runs (one thread each, no run file). ``--set K=V`` is passed to every run.
+
+On the ``both`` family a best-response layer's limit shows: the linear model has one output unit,
+gated by one scalar ``V·λ̂``, so its response moves the weights along one direction whatever the
+hyperparameter, and two hyperparameters whose best responses move the weights differently cannot
+both get their exact derivative (the tests check each one alone, the other held).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class STNMLP(StnModel):
 
     def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
         # a batch built by hand (not by a run, which fills in every default) may lack the rate
-        rate = hp["input_dropout"] if "input_dropout" in hp else 0.0
+        rate = hp.values.get("input_dropout", 0.0)
         h = dropout(inputs.reshape(inputs.shape[0], -1), rate, self.training)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):

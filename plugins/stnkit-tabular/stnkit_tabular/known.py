@@ -39,6 +39,8 @@ __all__ = [
     "Shape",
     "loss",
     "make_known_problem",
+    "make_known_problems",
+    "start_ratios",
     "penalty_diagonal",
     "solution",
     "unconstrained",
@@ -301,8 +303,9 @@ def make_known_problem(
     family: Family, seed: int, n_test: int = 500, shape: Shape | None = None, max_tries: int = 200
 ) -> KnownProblem:
     """A problem of ``family`` drawn from ``seed`` whose optimum is inside the searched range and
-    matters: 30× above it in each hyperparameter costs more than 5% validation loss. Shapes that
-    fail are drawn again from the same seed's stream; ``shape`` fixes the shape instead."""
+    matters: moving each hyperparameter alone 30× off it costs more than 5% validation loss on
+    one side and more than 1% on the other. Shapes that fail are drawn again from the same seed's
+    stream; ``shape`` fixes the shape instead."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     rng = np.random.default_rng([seed, FAMILIES.index(family)])

@@ -40,9 +40,9 @@ __all__ = [
     "loss",
     "make_known_problem",
     "make_known_problems",
-    "start_ratios",
     "penalty_diagonal",
     "solution",
+    "start_ratios",
     "unconstrained",
 ]
 

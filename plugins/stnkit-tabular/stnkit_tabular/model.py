@@ -31,7 +31,8 @@ class STNMLP(StnModel):
     dropout; the last layer is linear. With no hidden layers it is a linear model.
 
     Hyperparameters: ``weight_decay`` adds ``weight_decay × Σ‖effective W‖²`` (biases excluded)
-    to the training loss; ``dropout`` is the dropout rate on hidden units.
+    to the training loss; ``dropout`` is the dropout rate on hidden units; ``input_dropout`` the
+    (inverted) dropout rate on the flattened inputs, the only dropout a linear model has.
     """
 
     name = "stn-mlp"
@@ -46,6 +47,9 @@ class STNMLP(StnModel):
         ),
         "dropout": HyperparameterUse(
             "dropout rate on hidden units", default=0.0, low=0.0, high=1.0, continuous=True
+        ),
+        "input_dropout": HyperparameterUse(
+            "dropout rate on the input features", default=0.0, low=0.0, high=1.0, continuous=True
         ),
     }
 
@@ -63,7 +67,9 @@ class STNMLP(StnModel):
         self.activation = _ACTIVATIONS[config.activation]()
 
     def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
-        h = inputs.reshape(inputs.shape[0], -1)
+        # a batch built by hand (not by a run, which fills in every default) may lack the rate
+        rate = hp.values.get("input_dropout", 0.0)
+        h = dropout(inputs.reshape(inputs.shape[0], -1), rate, self.training)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             h = layer(h, hp.hnet)

@@ -6,21 +6,30 @@ a no-op (or returns its input), so a plain run never touches ``torch.distributed
 What stays exactly as in one process with the same global batch:
 
 - every weight and hyper batch is the global batch the recipe asks for, drawn identically on every
-  rank from the same seeded order, then split into equal contiguous slices along dim 0 (PTB's token
-  streams split along their batch dimension); a global batch that does not divide by the world
-  size is a recipe error before anything starts, and a short last batch of an epoch drops its
-  remainder (at most ``world_size − 1`` examples);
-- weight gradients are averaged across ranks after each backward (:func:`average_gradients_`),
-  before clipping and the optimizer step, so every rank applies the same update; h/s gradients
-  likewise before each hyper step — ranks hold identical weights, h and s, checked every epoch;
-- the perturbations ``ε`` of ``λ̃ = h + σ ⊙ ε`` come from one generator shared by all ranks: each
-  step draws the global batch's rows and each rank takes its own slice, so the draws are those of
-  a single process and a per-batch hyperparameter takes one value per *global* batch;
+  rank from the same seeded order, then split into contiguous slices along dim 0 (PTB's token
+  streams split along their batch dimension): equal slices for a full batch (a global batch that
+  does not divide by the world size is a recipe error before anything starts), near-equal ones
+  for a short last batch, which loses no example;
+- weight gradients are combined across ranks after each backward (:func:`average_gradients_`),
+  before clipping and the optimizer step, each rank's weighted by its share of the global batch,
+  so the result is the global batch's mean-loss gradient and every rank applies the same update;
+  h/s gradients likewise before each hyper step, and the reported losses are weighted the same
+  way — ranks hold identical weights, h and s, checked every epoch;
+- every per-example random draw has the global batch's shape and each rank keeps its own rows
+  (:func:`batch_rand`, :func:`batch_randint`, :func:`batch_randn`): the perturbations ``ε`` of
+  ``λ̃ = h + σ ⊙ ε`` (from the run's own perturbation generator, the same in one process and on
+  every rank), and the dropout masks and augmentation draws of the built-in layers and
+  augmentations (from torch's global stream, which every rank seeds alike). A per-batch
+  hyperparameter takes one value per *global* batch;
 - evaluation passes are split across ranks and their sums added, in rank order.
 
-What differs: dropout masks, augmentation noise and other randomness inside the model come from
-each rank's own stream (seeded from the recipe's seed and the rank, advancing with every step),
-and float sums are reduced in another order — trajectories agree to rounding, not bit for bit.
+What differs: float sums are reduced in another order, so trajectories agree to rounding, not bit
+for bit. Randomness that a component draws with plain ``torch.rand`` on its slice rather than
+through these helpers comes from torch's global stream, which is the same on every rank: such a
+component still trains and its ranks stay identical, but its draws no longer match one process,
+and the same draws repeat on every rank's slice. Per-batch draws (DropConnect and embedding masks,
+shaped like a weight, not like the batch) need nothing: every rank draws the same ones, as one
+process does.
 
 Why not ``DistributedDataParallel``: hyper steps differentiate in ``h``/``s`` only
 (``torch.autograd.grad``), which leaves DDP's reducer waiting for weight gradients; Δ-STN's weight
@@ -47,10 +56,14 @@ from torch import Tensor
 from stnkit.errors import DistributedError, RecipeError, RunFileError, StnkitError
 
 __all__ = [
+    "Slice",
     "World",
     "agree",
     "average_gradients_",
     "average_weight_gradients_",
+    "batch_rand",
+    "batch_randint",
+    "batch_randn",
     "collectively",
     "jvp_composes",
     "launched",
@@ -83,8 +96,22 @@ class World:
         return self.backend != ""
 
 
+@dataclass(frozen=True)
+class Slice:
+    """This rank's rows ``start:stop`` of a global batch of ``total`` rows."""
+
+    start: int
+    stop: int
+    total: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
 _WORLD = World()
-_PERTURBATION: torch.Generator | None = None
+# this rank's slice of the batch in the step under way (set by shard); None outside torchrun
+_SLICE: Slice | None = None
 
 
 def world() -> World:
@@ -159,13 +186,13 @@ def setup(backend: str, timeout: float, device: torch.device) -> World:
 def teardown(clean: bool = True) -> None:
     """Leave the process group (end of a run). ``clean=False`` after an error: only forget it —
     the process is about to exit, and a clean exit could wait for ranks that are gone."""
-    global _WORLD, _PERTURBATION
+    global _WORLD, _SLICE
     joined = _WORLD.active
     if clean and joined and dist.is_initialized():
         with contextlib.suppress(RuntimeError):
             dist.destroy_process_group()
     _WORLD = World()
-    _PERTURBATION = None
+    _SLICE = None
     if clean and joined:
         # Free the process group's C++ side now, while the interpreter is whole: a reference
         # cycle otherwise keeps it until interpreter shutdown, where joining gloo's threads
@@ -197,11 +224,23 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _share() -> float:
+    """This rank's weight in a mean over ranks, times the world size: 1 for equal slices, its
+    slice's share of the global batch × world size for a short last batch."""
+    if _SLICE is None or _SLICE.total == 0:
+        return 1.0
+    return _SLICE.size * _WORLD.world_size / _SLICE.total
+
+
 def mean(value: Tensor | float) -> float:
-    """The mean of a scalar over ranks (the global batch's mean loss for equal slices)."""
+    """The global batch's mean of a per-slice mean (a loss): the mean over ranks, each weighted
+    by its slice's share of the step's global batch."""
     if not _WORLD.active:
         return float(value)
+    share = _share()
     tensor = torch.as_tensor(value, dtype=torch.float64).detach().reshape(1).to(_comm_device())
+    if share != 1.0:
+        tensor.mul_(share)
     _guard("averaging the loss", lambda: dist.all_reduce(tensor))
     return float(tensor) / _WORLD.world_size
 
@@ -221,6 +260,8 @@ def agree(any_rank: bool, main_rank: bool = False) -> tuple[bool, bool]:
 def average_gradients_(tensors: Iterable[Tensor | None]) -> None:
     """Replace each tensor by its mean over ranks, in place; a no-op in one process.
 
+    Each rank's tensor is weighted by its slice's share of the step's global batch (equal weights
+    for equal slices), so gradients of per-slice mean losses become the global batch's.
     Response models call it on the h/s gradients right before their hyper optimizer step (and
     the weight step rule on the weight gradients). ``None`` entries are skipped — they are ``None``
     on every rank, since every rank runs the same graph. Tensors are reduced in buckets of about
@@ -230,6 +271,11 @@ def average_gradients_(tensors: Iterable[Tensor | None]) -> None:
         return
     present = [t for t in tensors if t is not None]
     scale = 1.0 / _WORLD.world_size
+    share = _share()
+    if share != 1.0:
+        for tensor in present:
+            with torch.no_grad():
+                tensor.mul_(share)
     bucket: list[Tensor] = []
     size = 0
     for tensor in present:
@@ -351,25 +397,94 @@ def check_batches(first_train: int, first_hyper: int | None) -> None:
 
 
 def shard(batch: Any) -> Any:
-    """This rank's equal, contiguous slice of a global batch along dim 0 (a :class:`Batch`).
+    """This rank's contiguous slice of a global batch along dim 0 (a :class:`Batch`), and the
+    slice the step under way works on (:func:`global_rows`, the weights of the means).
 
-    A short last batch that does not divide drops its last ``size % world_size`` rows.
+    Full batches split equally; a short last batch splits near-equally (rank ``r`` takes rows
+    ``n·r // size`` to ``n·(r+1) // size``), and the means weight each rank by its share.
     """
+    global _SLICE
     size = _WORLD.world_size
     if size == 1:
+        _SLICE = None
         return batch
-    per_rank = batch.size // size
-    if per_rank == 0:
-        raise DistributedError(f"a batch of {batch.size} examples cannot feed {size} ranks")
-    start = _WORLD.rank * per_rank
-    return type(batch)(
-        batch.inputs[start : start + per_rank], batch.targets[start : start + per_rank], batch.first
-    )
+    n = batch.size
+    if n < size:
+        raise DistributedError(f"a batch of {n} examples cannot feed {size} ranks")
+    start, stop = n * _WORLD.rank // size, n * (_WORLD.rank + 1) // size
+    _SLICE = Slice(start, stop, n)
+    return type(batch)(batch.inputs[start:stop], batch.targets[start:stop], batch.first)
+
+
+def global_rows(batch_size: int) -> Slice:
+    """Where a tensor of ``batch_size`` rows sits in the global batch of the step under way: this
+    rank's slice when ``batch_size`` is its size, else the whole of a batch of ``batch_size``."""
+    chosen = _SLICE
+    if chosen is not None and chosen.size == batch_size:
+        return chosen
+    return Slice(0, batch_size, batch_size)
+
+
+def _global_shape(shape: Sequence[int]) -> tuple[Slice, tuple[int, ...]]:
+    rows = global_rows(int(shape[0]))
+    return rows, (rows.total, *(int(d) for d in shape[1:]))
+
+
+def batch_rand(
+    shape: Sequence[int],
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``torch.rand(shape)`` for a tensor whose dim 0 runs over the batch's examples: under
+    torchrun the global batch's draw, of which this rank keeps its rows, so every example gets
+    the value it gets in one process. Per-example randomness in layers and augmentations draws
+    through this (and :func:`batch_randint`, :func:`batch_randn`)."""
+    rows, full = _global_shape(shape)
+    drawn = torch.rand(full, device=device, dtype=dtype, generator=generator)
+    return drawn[rows.start : rows.stop]
+
+
+def batch_randn(
+    shape: Sequence[int],
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`batch_rand` for ``torch.randn``."""
+    rows, full = _global_shape(shape)
+    drawn = torch.randn(full, device=device, dtype=dtype, generator=generator)
+    return drawn[rows.start : rows.stop]
+
+
+def batch_randint(
+    high: int,
+    shape: Sequence[int],
+    device: torch.device | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`batch_rand` for ``torch.randint(high, shape)``."""
+    rows, full = _global_shape(shape)
+    drawn = torch.randint(high, full, device=device, generator=generator)
+    return drawn[rows.start : rows.stop]
+
+
+def batch_max(value: int) -> int:
+    """The largest ``value`` over the ranks' slices of the step under way (one process: itself).
+    A draw whose shape depends on the batch's values (cutout's hole slots) takes the global
+    batch's shape from it."""
+    if _SLICE is None or not _WORLD.active or _WORLD.world_size == 1:
+        return value
+    box = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    _guard("agreeing on a draw's shape", lambda: dist.all_reduce(box, op=dist.ReduceOp.MAX))
+    return int(box.item())
 
 
 def eval_shard(batch: Any) -> Any | None:
     """This rank's part of an evaluation batch (near-equal, contiguous), or ``None`` if empty:
     evaluation sums statistics, so uneven parts lose nothing."""
+    global _SLICE
+    _SLICE = None  # evaluation draws nothing per example and takes no step
     size = _WORLD.world_size
     if size == 1:
         return batch
@@ -392,21 +507,6 @@ def sum_stats(sums: dict[str, float]) -> dict[str, float]:
     return total
 
 
-def install_perturbation_stream(space: Any, seed: int) -> None:
-    """Feed ``space.sample`` from one generator shared by all ranks (see the module docstring),
-    and give every rank other than 0 its own stream for the randomness inside the model."""
-    global _PERTURBATION
-    if not _WORLD.active:
-        return
-    device = space.h.device
-    _PERTURBATION = torch.Generator(device=device).manual_seed(seed + 2)
-    space.set_shard(_WORLD.rank, _WORLD.world_size, _PERTURBATION)
-    if _WORLD.rank > 0:
-        # rank 0 keeps the single-process stream; the others start from (seed, rank)
-        rank_seed = (seed * 1_000_003 + _WORLD.rank * 7_919) % (2**63 - 1)
-        torch.manual_seed(rank_seed)
-
-
 def check_identical(tensors: Sequence[Tensor], weights: Iterable[Tensor], where: str) -> None:
     """Raise if ranks disagree on ``tensors`` (h and s, compared exactly) or on a checksum of the
     weights: a silent drift would make the run mean nothing. Cheap: a few numbers per rank."""
@@ -425,15 +525,14 @@ def check_identical(tensors: Sequence[Tensor], weights: Iterable[Tensor], where:
 
 
 def state() -> dict[str, Any]:
-    """What every rank needs to resume: its random states, and the shared perturbation stream.
-    Called on every rank at each checkpoint (a collective)."""
+    """What every rank needs to resume: its random states (the engine saves the perturbation
+    generator). Called on every rank at each checkpoint (a collective)."""
     on_gpu = _WORLD.backend == "nccl" and torch.cuda.is_available()
     own = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if on_gpu else None}
     return {
         "world_size": _WORLD.world_size,
         "backend": _WORLD.backend,
         "rng": gather_objects(own) if _WORLD.active else [],
-        "perturbation": None if _PERTURBATION is None else _PERTURBATION.get_state(),
     }
 
 
@@ -453,8 +552,6 @@ def load_state(saved: dict[str, Any] | None) -> None:
         torch.set_rng_state(own["torch"])
         if own.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(own["cuda"])
-    if _PERTURBATION is not None and saved.get("perturbation") is not None:
-        _PERTURBATION.set_state(saved["perturbation"])
 
 
 class _Silent:

@@ -96,6 +96,11 @@ class Engine:
         self.hyper_generator = torch.Generator().manual_seed(built.recipe.seed + 1)
         self.hyper_consumed = 0
         self._hyper_batches: Iterator[Batch] | None = None
+        # ε of every perturbation: a stream of its own, seeded alike in one process and on every
+        # rank, so the draws do not depend on the model's other randomness or the world size
+        self.perturbation_generator = torch.Generator(device=self.space.h.device)
+        self.perturbation_generator.manual_seed(built.recipe.seed + 2)
+        self.space.set_generator(self.perturbation_generator)
         self.stop_requested = False
         self.training_done = False  # every epoch the run will train is done
         self._last_checkpoint_step = 0
@@ -429,6 +434,7 @@ class Engine:
             "hyper_optimizer": None if hyper_opt is None else hyper_opt.state_dict(),
             "response": self.response.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "perturbation_rng": self.perturbation_generator.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "epoch_generator": self.epoch_generator_state,
             "hyper_generator_seed": self.built.recipe.seed + 1,
@@ -475,6 +481,7 @@ class Engine:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._restore_perturbation(state)
         self.epoch_generator_state = state["epoch_generator"]
         # mid-epoch, the epoch's order is redrawn from its start state and the done part skipped;
         # at an epoch boundary the saved state is the next epoch's start
@@ -499,6 +506,19 @@ class Engine:
             )
         )
         self._last_checkpoint_step = self.step
+
+    def _restore_perturbation(self, state: dict[str, Any]) -> None:
+        """The perturbation stream where the checkpoint left it. A checkpoint without one was
+        written by a run that drew ε from torch's global stream in one process and from a
+        generator kept by the distributed state under torchrun: it continues as it started."""
+        saved = state.get("perturbation_rng")
+        if saved is None:
+            saved = (state.get("distributed") or {}).get("perturbation")
+        if saved is None:
+            self.space.set_generator(None)
+            return
+        self.perturbation_generator.set_state(saved)
+        self.space.set_generator(self.perturbation_generator)
 
     # -- helpers --------------------------------------------------------------------------------
 

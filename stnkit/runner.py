@@ -157,7 +157,7 @@ def _join(recipe: Recipe) -> None:
 
 def _distribute(built: Built) -> None:
     """Under torchrun: check the batches divide, give every rank rank 0's initial weights and
-    h/s, and set up the perturbation streams (see :mod:`stnkit.distributed`)."""
+    h/s (see :mod:`stnkit.distributed`)."""
     world = distributed.world()
     if not world.active:
         return
@@ -172,7 +172,6 @@ def _distribute(built: Built) -> None:
     distributed.check_batches(0 if first_train is None else first_train.size, hyper_size)
     model, space = built.parts.model, built.parts.space
     distributed.broadcast_tensors_([*model.parameters(), *model.buffers(), *space.parameters()])
-    distributed.install_perturbation_stream(space, seed)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnkit import distributed
 from stnkit.hyper.kinds import HyperKind, _softplus_inverse
 
 __all__ = ["HyperBatch", "HyperSpace"]
@@ -80,14 +81,15 @@ class HyperSpace(nn.Module):
         tuned = [kind.config.tune for kind in kinds.values()]
         self.register_buffer("per_example", torch.tensor(per_example, dtype=torch.bool))
         self.register_buffer("tuned", torch.tensor(tuned, dtype=torch.bool))
-        # under torchrun: (rank, world size, generator shared by all ranks), see set_shard
-        self._shard: tuple[int, int, torch.Generator] | None = None
+        # where sample draws ε from (set_generator); None: torch's global stream
+        self._generator: torch.Generator | None = None
 
-    def set_shard(self, rank: int, world_size: int, generator: torch.Generator) -> None:
-        """Draw perturbations as one process would for the global batch: each :meth:`sample` of
-        ``B`` rows draws ``world_size·B`` rows from ``generator`` (identical on every rank) and
-        keeps this rank's slice, so per-batch entries share one draw across the global batch."""
-        self._shard = (rank, world_size, generator)
+    def set_generator(self, generator: torch.Generator | None) -> None:
+        """Draw every perturbation from ``generator`` (on ``h``'s device): the engine gives each
+        run its own, seeded alike on every rank and saved with its checkpoints, so ε follows
+        neither the model's other randomness nor the number of processes. ``None``: torch's
+        global stream."""
+        self._generator = generator
 
     @property
     def size(self) -> int:
@@ -108,15 +110,17 @@ class HyperSpace(nn.Module):
         """Perturbed hyperparameters ``λ̃ = h + σ ⊙ ε``, shape ``(B, H)``.
 
         Per-example entries draw ε for each row; per-batch entries share one draw across the batch.
-        Differentiable in ``h`` and ``s``; detach for weight steps.
+        Under torchrun, a ``batch_size`` that is this rank's slice of the step's global batch draws
+        the global batch's ε and keeps the slice's rows (as :func:`~stnkit.distributed.batch_randn` does),
+        so per-batch entries take one value per global batch, as in one process.
+        ``generator``: default :meth:`set_generator`'s. Differentiable in ``h`` and ``s``; detach
+        for weight steps.
         """
         h = self.center()
-        rank, world_size = 0, 1
-        if generator is None and self._shard is not None:
-            rank, world_size, generator = self._shard
-        eps = torch.randn(batch_size * world_size, self.size, generator=generator, device=h.device)
+        rows = distributed.global_rows(batch_size)
+        eps = torch.randn(rows.total, self.size, generator=generator or self._generator, device=h.device)
         shared = eps[:1].expand_as(eps)
-        eps = torch.where(self.per_example, eps, shared)[rank * batch_size : (rank + 1) * batch_size]
+        eps = torch.where(self.per_example, eps, shared)[rows.start : rows.stop]
         return h + self.sigma() * eps
 
     def expand(self, batch_size: int) -> Tensor:

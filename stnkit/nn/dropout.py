@@ -1,7 +1,9 @@
 """Dropout variants whose rates are hyperparameters, possibly a different rate per example.
 
 Rates arrive as a float or a ``(B,)`` tensor of constrained values. Masks are drawn from torch's
-global generator, so a seeded run is reproducible. All helpers are the identity in eval mode or
+global generator, so a seeded run is reproducible; masks with a row per example are drawn for the
+global batch under torchrun (:func:`stnkit.distributed.batch_rand`), so each example gets the mask
+it gets in one process. All helpers are the identity in eval mode or
 at rate 0, and scale kept units by ``1/(1-p)`` so expectations match eval mode.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from stnkit.distributed import batch_rand
 
 __all__ = ["channel_dropout", "dropconnect", "dropout", "embedding_dropout", "locked_dropout"]
 
@@ -33,7 +37,7 @@ def dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
         return x
     rate = _rate_view(p, x, 1)
     keep = 1.0 - rate
-    mask = (torch.rand_like(x) < keep).to(x.dtype) / keep
+    mask = (batch_rand(x.shape, device=x.device, dtype=x.dtype) < keep).to(x.dtype) / keep
     return x * mask
 
 
@@ -50,7 +54,7 @@ def channel_dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
     rate = _rate_view(p, x, 1)
     keep = 1.0 - rate
     shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-    mask = (torch.rand(shape, device=x.device, dtype=x.dtype) < keep).to(x.dtype) / keep
+    mask = (batch_rand(shape, device=x.device, dtype=x.dtype) < keep).to(x.dtype) / keep
     return x * mask
 
 
@@ -60,7 +64,7 @@ def locked_dropout(x: Tensor, p: Tensor | float, training: bool) -> Tensor:
         return x
     rate = _rate_view(p, x, 1)
     keep = 1.0 - rate
-    mask = (torch.rand(x.shape[0], 1, x.shape[2], device=x.device) < keep).to(x.dtype) / keep
+    mask = (batch_rand((x.shape[0], 1, x.shape[2]), device=x.device) < keep).to(x.dtype) / keep
     return x * mask
 
 

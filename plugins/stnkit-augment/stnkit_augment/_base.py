@@ -9,6 +9,7 @@ from torch import Tensor
 
 from stnkit.augment import Augmentation
 from stnkit.data import DataInfo
+from stnkit.distributed import batch_rand
 from stnkit.errors import UsageError
 from stnkit.hyper.space import HyperBatch
 
@@ -105,7 +106,8 @@ def uniform_factor(strength: Tensor) -> Tensor:
     Returning ``f − 1`` rather than ``f`` lets callers write ``x + delta · (f − 1)``, which is exactly
     ``x`` at strength 0 (``x · f`` or ``(x − m) · f + m`` would only be close).
     """
-    return strength * (2.0 * torch.rand_like(strength) - 1.0)
+    drawn = batch_rand(strength.shape, device=strength.device, dtype=strength.dtype)
+    return strength * (2.0 * drawn - 1.0)
 
 
 def grey(x: Tensor) -> Tensor:

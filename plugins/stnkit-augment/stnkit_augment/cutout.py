@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from stnkit.config import ComponentConfig, HyperparameterUse
+from stnkit.distributed import batch_max, batch_randint
 from stnkit.hyper.space import HyperBatch
 from stnkit_augment._base import NormalizedSpaceAugmentation
 
@@ -31,12 +32,14 @@ def cutout_mask(holes: Tensor, length: Tensor, height: int, width: int) -> Tenso
     length = length.clamp(min=0)
     # a zero-length square covers nothing, so only images with length ≥ 1 need hole slots
     most = int(torch.where(length > 0, holes, torch.zeros_like(holes)).max()) if holes.numel() else 0
+    # under torchrun the slots are the global batch's, so each image gets its one-process squares
+    most = batch_max(most)
     if most == 0:
         return torch.zeros(holes.shape[0], height, width, dtype=torch.bool, device=device)
     batch = holes.shape[0]
     side = length.view(batch, 1, 1, 1)
-    top = torch.randint(height, (batch, most, 1, 1), device=device) - side // 2
-    left = torch.randint(width, (batch, most, 1, 1), device=device) - side // 2
+    top = batch_randint(height, (batch, most, 1, 1), device=device) - side // 2
+    left = batch_randint(width, (batch, most, 1, 1), device=device) - side // 2
     rows = torch.arange(height, device=device).view(1, 1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, 1, width)
     # slots beyond an image's own hole count are switched off, so one (B, N, H, W) broadcast serves

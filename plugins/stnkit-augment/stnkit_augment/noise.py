@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from stnkit.config import ComponentConfig, HyperparameterUse
+from stnkit.distributed import batch_rand
 from stnkit.hyper.space import HyperBatch
 from stnkit_augment._base import NormalizedSpaceAugmentation, per_example
 
@@ -41,7 +42,7 @@ class InputScaling(NormalizedSpaceAugmentation):
         s = per_example(hp, "input_scaling", x)
         low = 1.0 / (1.0 + s)
         # f − 1, so that x + (x − m)·(f − 1) is exactly x at s = 0
-        offset = (low - 1.0) + (1.0 + s - low) * torch.rand_like(s)
+        offset = (low - 1.0) + (1.0 + s - low) * batch_rand(s.shape, device=s.device, dtype=s.dtype)
         return torch.addcmul(x, x - self.mean_like(x), offset)
 
 
@@ -73,5 +74,6 @@ class InputDropout(NormalizedSpaceAugmentation):
         # dropped one by −1 (to m). rand is in [0, 1), so p = 0 keeps everything and moves
         # nothing; the clamp only keeps p = 1 (nothing kept) from dividing by zero.
         stretch = 1.0 / keep.clamp(min=torch.finfo(x.dtype).tiny) - 1.0
-        shift = torch.where(torch.rand_like(x) < keep, stretch, -1.0)
+        drawn = batch_rand(x.shape, device=x.device, dtype=x.dtype)
+        shift = torch.where(drawn < keep, stretch, -1.0)
         return torch.addcmul(x, x - self.mean_like(x), shift)

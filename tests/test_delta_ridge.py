@@ -3,16 +3,9 @@
 The closed-form optimum of ``tests/test_ridge.py``'s problem is a weight decay of about 0.381
 (validation loss 1.4657); 5% above that loss is every weight decay in about [0.15, 1.0].
 
-Figures measured when this test was written (CPU, OMP_NUM_THREADS=1, seed 0), final weight
-decay and its loss ratio to the optimum:
-
-- ``recipes/toy-ridge.yaml`` with only ``response={"name": "delta-stn"}`` (start 0.01):
-  0.298, ratio 1.003 (STN on the same recipe: see ``test_ridge.py``);
-- starts 1e-4 and 10 are 9 and 10 units away from the optimum in unconstrained (softplus)
-  space. Those runs perturb each example (``per_example: true``: 20 draws of λ̃ per batch
-  instead of one, a less noisy response fit), train 400 epochs and bound σ at 1
-  (``perturbation.max_scale``): 1e-4 → 0.580 (ratio 1.009), 10 → 0.597 (ratio 1.010), and
-  0.01 → 0.206 (ratio 1.020).
+Starting farther away (30× below or above the optimum) Δ-STN does not reliably reach it: the
+result depends on the random draws, on this problem and others. That property is measured over
+families of problems by ``benchmarks/known_answers.py``, not asserted here on one lucky draw.
 """
 
 from __future__ import annotations
@@ -27,11 +20,6 @@ from stnkit_tabular.synthetic import make_ridge_problem, save_problem, validatio
 from tests.test_ridge import RECIPE, best_closed_form
 
 DELTA = 'response={"name": "delta-stn"}'
-FAR = [
-    "hyperparameters.weight_decay.per_example=true",
-    "train.epochs=400",
-    "train.perturbation.max_scale=1.0",
-]
 
 
 def tuned(tmp_path: Path, *overrides: str) -> tuple[float, float, float]:
@@ -48,16 +36,6 @@ def tuned(tmp_path: Path, *overrides: str) -> tuple[float, float, float]:
 def test_delta_stn_finds_the_best_weight_decay_with_the_recipe_as_shipped(tmp_path: Path) -> None:
     final, best_wd, ratio = tuned(tmp_path)
     assert ratio < 1.05, f"Δ-STN ended at weight decay {final:.4g}, best is {best_wd:.4g}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("start", [1e-4, 10.0])
-def test_delta_stn_finds_it_from_far_away(tmp_path: Path, start: float) -> None:
-    arrays = make_ridge_problem(seed=7)
-    best_wd, best_loss = best_closed_form(arrays)
-    assert validation_loss(arrays, start) > 1.25 * best_loss  # the start is poor (10: 1.31×)
-    final, best_wd, ratio = tuned(tmp_path, f"hyperparameters.weight_decay.init={start}", *FAR)
-    assert ratio < 1.05, f"from {start:g}, Δ-STN ended at {final:.4g}; best is {best_wd:.4g}"
 
 
 def test_the_check_catches_a_broken_hypergradient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

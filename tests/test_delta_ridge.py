@@ -1,4 +1,4 @@
-"""Known answer for Δ-STN: the best weight decay of the ridge problem, from far on either side.
+"""Known answer for Δ-STN: the best weight decay of the ridge problem, from the recipe's start.
 
 The closed-form optimum of ``tests/test_ridge.py``'s problem is a weight decay of about 0.381
 (validation loss 1.4657); 5% above that loss is every weight decay in about [0.15, 1.0].

@@ -90,6 +90,10 @@ class StudyView:
             self._live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
 
+    def notice(self, text: str) -> None:
+        """Something the user must know even with ``--quiet`` (a repaired journal): standard error."""
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"notice: {text}", style="yellow"))
+
     def update(self, snap: Snapshot) -> None:
         if self.quiet:
             return

@@ -358,6 +358,18 @@ def test_a_staging_folder_left_by_a_sigkill_is_not_a_study(
     assert [e for e in json.loads(capsys.readouterr().out) if e.get("kind") == "study"] == []
 
 
+def test_a_new_study_removes_staging_folders_whose_process_is_gone(
+    study: Path, data: Path, tmp_path: Path
+) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = study.parent / f".{study.name}.creating-{int(gone.stdout)}"
+    alive = study.parent / f".{study.name}.creating-{os.getpid()}"
+    shutil.copytree(study, dead)
+    alive.mkdir()
+    create_study(RECIPE, TuneOptions(trials=1), [f"data.path={data}"], study.parent)
+    assert not dead.exists() and alive.is_dir()  # a live process's staging folder is left alone
+
+
 # -- a deleted best-trial run file -------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from stnkit.tune.study import (
     read_deadline,
     read_manifest,
     read_trials,
+    remove_dead_staging,
     retried,
     staging_folder,
     trial_state,
@@ -170,6 +171,7 @@ def create_study(
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the study folder in {parent}: {error.strerror or error}") from None
+    remove_dead_staging(parent)
     stamp = f"{recipe.name}-tune-{utc_stamp()}"
     with _sigterm_interrupts():
         for _ in range(100):  # another study can take the name between the check and the rename

@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ __all__ = [
     "read_deadline",
     "read_manifest",
     "read_trials",
+    "remove_dead_staging",
     "retried",
     "session_deadline",
     "staging_folder",
@@ -208,6 +210,21 @@ _STAGING = re.compile(r"^\..+\.creating-\d+$")
 
 def staging_folder(parent: Path, name: str) -> Path:
     return parent / f".{name}.creating-{os.getpid()}"
+
+
+def remove_dead_staging(parent: Path) -> None:
+    """Remove the staging folders in ``parent`` whose creating process is gone (a SIGKILL)."""
+    with contextlib.suppress(OSError):
+        for path in parent.glob(".*.creating-*"):
+            if not _STAGING.match(path.name):
+                continue
+            pid = int(path.name.rsplit("-", 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:  # alive, another user's
+                pass
 
 
 def utc_stamp() -> str:

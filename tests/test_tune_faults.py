@@ -18,7 +18,8 @@ import pytest
 
 from stnkit.cli import main
 from stnkit.tune.analysis import open_study
-from stnkit.tune.driver import TuneOptions, create_study, drive
+from stnkit.tune.driver import TuneOptions, create_study, drive, snapshot
+from stnkit.tune.progress import _counts_line
 from stnkit.tune.study import FAILURE_LIMIT, VERSION, is_study, read_manifest, write_manifest
 from stnkit_tabular.synthetic import make_ridge_problem, save_problem
 from tests.test_tune import RECIPE, load, quiet_view, start_cli, studies, wait_for
@@ -202,6 +203,8 @@ def test_failed_trials_count_towards_trials(
     # a resume has nothing left to do: the two failures are the two trials asked for
     assert main(["tune", "--resume", str(folder), "--quiet"]) == 1
     assert _trial_states(folder) == ["FAIL", "FAIL"]
+    snap = snapshot(load(folder), folder, read_manifest(folder), time.time(), None)
+    assert "trials 2/2 done, 0 complete, 0 pruned, 2 failed" in _counts_line(snap)
 
 
 def test_a_resumed_study_whose_data_folder_is_gone_stops(

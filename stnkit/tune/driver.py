@@ -256,7 +256,7 @@ def trial_rows(study: Any, folder: Path) -> list[TrialRow]:
         message = ""
         if state == "failed":
             message = str(t.user_attrs.get("failed_because") or again.get(t.number, ""))
-        rows.append(TrialRow(t.number, state, value, dict(t.params), message))
+        rows.append(TrialRow(t.number, state, value, dict(t.params), message, t.number in again))
     return rows
 
 
@@ -268,6 +268,10 @@ def snapshot(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
+    again = {row.number for row in rows if row.state == "failed" and row.retried}
+    counts["done"] = sum(
+        1 for r in rows if r.state in ("complete", "pruned", "failed") and r.number not in again
+    )
     left = budget_left
     if left is not None:
         deadline = read_deadline(folder)

@@ -22,6 +22,8 @@ from stnkit.tune.study import (
     StudyFolderError,
     load_optuna_study,
     read_manifest,
+    read_trials,
+    retried,
     trial_state,
 )
 
@@ -114,6 +116,10 @@ class StudyRecord:
         best = self.best
         if best is None or best.run is None:
             raise UsageError(f"{self.folder}: no trial of this study has completed yet")
+        if not best.run.is_file():
+            raise UsageError(
+                f"{self.folder}: the run file of its best trial ({best.number}) is missing: {best.run}"
+            )
         return best.run
 
     def best_so_far(self) -> tuple[list[float], list[float]]:
@@ -143,6 +149,7 @@ class StudyRecord:
             best_json = {
                 "trial": best.number,
                 "run": None if best.run is None else str(best.run),
+                "run_missing": best.run is not None and not best.run.is_file(),
                 "best_val_loss": best.value,
                 "test": best.test,
                 "hyperparameters": best.params,
@@ -201,7 +208,8 @@ def open_study(folder: str | Path) -> StudyRecord:
     folder = Path(folder)
     manifest = read_manifest(folder)
     study = load_optuna_study(manifest, folder)
-    frozen = study.get_trials(deepcopy=False)
+    frozen = read_trials(study, folder)
+    again = retried(frozen)
     starts = [t.datetime_start for t in frozen if t.datetime_start is not None]
     origin = min(starts) if starts else None
     trials: list[TrialInfo] = []
@@ -229,7 +237,9 @@ def open_study(folder: str | Path) -> StudyRecord:
                 completed=None if end is None else end.isoformat(timespec="seconds"),
                 duration=duration,
                 elapsed=elapsed,
-                message=str(t.user_attrs.get("failed_because", "")) if state == "failed" else "",
+                message=str(t.user_attrs.get("failed_because") or again.get(t.number, ""))
+                if state == "failed"
+                else "",
             )
         )
     return StudyRecord(folder, manifest, trials)
@@ -263,7 +273,10 @@ def render_study(record: StudyRecord) -> RenderableType:
         test = ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items()) or "–"
         parts.append(Text(f"best: trial {best['trial']}, val loss {best['best_val_loss']:.4f}, test {test}"))
         parts.append(Text(f"      {hp}"))
-        parts.append(Text(f"      run file: {best['run']}", style="dim"))
+        if best["run_missing"]:
+            parts.append(Text(f"      run file missing (deleted or moved): {best['run']}", style="red"))
+        else:
+            parts.append(Text(f"      run file: {best['run']}", style="dim"))
     table = Table(header_style="bold", title="trials", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("state")

@@ -9,13 +9,17 @@ queue them again; ``stnkit tune --resume DIR`` then continues.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +33,26 @@ from stnkit.tune.progress import Snapshot, StudyView, TrialRow
 from stnkit.tune.space import search_space
 from stnkit.tune.study import (
     DEADLINE,
+    FAILURE_LIMIT,
+    JOURNAL,
     METHODS,
     PRUNERS,
     Manifest,
     StudyFolderError,
     abandon_stale_trials,
+    check_journal,
+    counted,
+    failure_message,
+    failure_run,
     import_optuna,
     load_optuna_study,
     make_storage,
     read_deadline,
     read_manifest,
+    read_trials,
+    remove_dead_staging,
+    retried,
+    staging_folder,
     trial_state,
     try_hold,
     utc_now,
@@ -51,6 +65,7 @@ __all__ = ["StudyResult", "TuneOptions", "create_study", "drive", "snapshot", "t
 DEFAULT_TRIALS = 20
 DEFAULT_GRID_POINTS = 5
 POLL_SECONDS = 0.5
+SETTLE_SECONDS = 30.0  # the longest a session waits for an earlier session's dying workers
 
 
 @dataclass(frozen=True)
@@ -89,21 +104,35 @@ def _check_options(options: TuneOptions) -> None:
         raise UsageError(f"--grid-points must be at least 1 (not {options.grid_points})")
 
 
-def _claim_folder(parent: Path, name: str) -> Path:
-    """A new study folder ``<parent>/<name>``, suffixed ``-1``, ``-2``... if taken. Made with an
-    exclusive ``mkdir`` so two studies started in the same second never share a folder."""
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        for counter in range(10_000):
-            folder = parent / (f"{name}-{counter}" if counter else name)
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            return folder
-    except OSError as error:
-        raise UsageError(f"cannot create the study folder in {parent}: {error.strerror or error}") from None
+def _free_name(parent: Path, name: str) -> str:
+    """``name``, suffixed ``-1``, ``-2``... when a folder of that name exists."""
+    for counter in range(10_000):
+        candidate = f"{name}-{counter}" if counter else name
+        if not (parent / candidate).exists():
+            return candidate
     raise UsageError(f"cannot create the study folder in {parent}: every name {name}-N is taken")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while a study is being created, so a half-made one is
+    removed; outside the main thread (or with a handler already set) nothing changes."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        previous = None
+    if previous is not signal.SIG_DFL or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def create_study(
@@ -138,52 +167,96 @@ def create_study(
     parent = out if out is not None else recipe.store.dir
     if not parent.is_absolute() and out is None:
         parent = Path.cwd() / parent
-    folder = _claim_folder(parent, f"{recipe.name}-tune-{utc_stamp()}")
     try:
-        manifest = Manifest(
-            study_name=folder.name,
-            method=options.method,
-            trials=trials,
-            budget_seconds=options.budget,
-            jobs=options.jobs,
-            prune=options.prune,
-            seed=options.seed,
-            grid_points=options.grid_points,
-            storage=options.storage,
-            recipe=recipe.to_yaml(),
-            recipe_source=str(recipe.source or recipe_path),
-            base_dir=str(recipe.base_dir.resolve()),
-            space=space.to_json(),
-            grid=grid,
-            created=utc_now(),
-        )
-        write_manifest(folder, manifest)
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the study folder in {parent}: {error.strerror or error}") from None
+    remove_dead_staging(parent)
+    stamp = f"{recipe.name}-tune-{utc_stamp()}"
+    with _sigterm_interrupts():
+        for _ in range(100):  # another study can take the name between the check and the rename
+            name = _free_name(parent, stamp)
+            manifest = Manifest(
+                study_name=name,
+                method=options.method,
+                trials=trials,
+                budget_seconds=options.budget,
+                jobs=options.jobs,
+                prune=options.prune,
+                seed=options.seed,
+                grid_points=options.grid_points,
+                storage=options.storage,
+                recipe=recipe.to_yaml(),
+                recipe_source=str(recipe.source or recipe_path),
+                base_dir=str(recipe.base_dir.resolve()),
+                space=space.to_json(),
+                grid=grid,
+                created=utc_now(),
+            )
+            folder = _build_study(parent, manifest, optuna, options, recipe.name)
+            if folder is not None:
+                return folder
+    raise UsageError(f"cannot create the study folder in {parent}: every name {stamp}-N is taken")
+
+
+def _build_study(
+    parent: Path, manifest: Manifest, optuna: Any, options: TuneOptions, name: str
+) -> Path | None:
+    """Build the study in a hidden staging folder, manifest last, and rename it into place: an
+    interruption leaves no study folder or a whole one. None when the name was taken meanwhile."""
+    staging = staging_folder(parent, manifest.study_name)
+    folder = parent / manifest.study_name
+    created_in_storage = False
+    try:
+        shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier try
+        staging.mkdir()
         study = optuna.create_study(
             study_name=manifest.study_name,
-            storage=make_storage(manifest.storage_url(folder)),
+            storage=make_storage(manifest.storage_url(staging)),
             direction="minimize",
         )
+        created_in_storage = True
         study.set_user_attr("stnkit_method", options.method)
-        study.set_user_attr("stnkit_recipe", recipe.name)
-    except Exception as error:
-        shutil.rmtree(folder, ignore_errors=True)  # nothing half-written
-        if isinstance(error, UsageError):
+        study.set_user_attr("stnkit_recipe", name)
+        write_manifest(staging, manifest)
+        try:
+            os.rename(staging, folder)  # fails when another study has the name (a non-empty folder)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                _remove_staged(staging, manifest, created_in_storage)
+                return None
+            raise
+        return folder
+    except BaseException as error:
+        _remove_staged(staging, manifest, created_in_storage)  # nothing half-written
+        if isinstance(error, UsageError | KeyboardInterrupt) or not isinstance(error, Exception):
             raise
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UsageError(f"cannot create the Optuna study in {options.storage or folder}: {reason}") from None
-    return folder
+        where = options.storage or parent / manifest.study_name
+        raise UsageError(f"cannot create the Optuna study in {where}: {reason}") from None
 
 
-def trial_rows(study: Any) -> list[TrialRow]:
+def _remove_staged(staging: Path, manifest: Manifest, created_in_storage: bool) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    if manifest.storage is not None and created_in_storage:  # a study left in a shared storage
+        with contextlib.suppress(Exception):
+            import_optuna().delete_study(study_name=manifest.study_name, storage=manifest.storage)
+
+
+def trial_rows(study: Any, folder: Path) -> list[TrialRow]:
     rows: list[TrialRow] = []
-    for t in study.get_trials(deepcopy=False):
+    trials = read_trials(study, folder)
+    again = retried(trials)
+    for t in trials:
         state = trial_state(t)
         if state == "complete":
             value = t.value
         else:  # the latest validation loss it reported
             value = None if t.last_step is None else t.intermediate_values.get(t.last_step)
-        message = str(t.user_attrs.get("failed_because", "")) if state == "failed" else ""
-        rows.append(TrialRow(t.number, state, value, dict(t.params), message))
+        message = ""
+        if state == "failed":
+            message = str(t.user_attrs.get("failed_because") or again.get(t.number, ""))
+        rows.append(TrialRow(t.number, state, value, dict(t.params), message, t.number in again))
     return rows
 
 
@@ -191,10 +264,14 @@ def snapshot(
     study: Any, folder: Path, manifest: Manifest, started: float, budget_left: float | None
 ) -> Snapshot:
     """The study now; ``elapsed`` counts this session's wall time."""
-    rows = trial_rows(study)
+    rows = trial_rows(study, folder)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
+    again = {row.number for row in rows if row.state == "failed" and row.retried}
+    counts["done"] = sum(
+        1 for r in rows if r.state in ("complete", "pruned", "failed") and r.number not in again
+    )
     left = budget_left
     if left is not None:
         deadline = read_deadline(folder)
@@ -228,18 +305,39 @@ def _start_worker(
 
 
 def drive(folder: Path, view: StudyView, resumed: bool = False) -> StudyResult:
-    """Run a study's workers until it is done (or interrupted); one session at a time per folder."""
+    """Run a study's workers until it is done (or interrupted); one session at a time per folder.
+
+    Before anything is written, the journal is checked: a damaged tail is cut off (with a notice),
+    damage inside it refused (:class:`StudyFolderError`).
+    """
     folder = folder.resolve() if folder.exists() else folder
     manifest = read_manifest(folder)
+    # refuse inner damage, or a study that cannot be read, before taking any lock
+    torn = check_journal(folder, repair=False) if manifest.storage is None else None
+    if torn is None:
+        read_trials(load_optuna_study(manifest, folder), folder)
     with try_hold(folder / "study.lock") as got:
         if not got:
             raise StudyFolderError(f"{folder} is being run by another stnkit tune process")
-        return _drive(folder, manifest, view, resumed)
+        notices: list[str] = []
+        if manifest.storage is None:
+            repaired = check_journal(folder, repair=True)
+            if repaired:
+                notices.append(repaired)
+            # Optuna's journal lock: no writer of this study is alive now, so one left by a
+            # killed process is stale (Optuna would wait 30 seconds before breaking it)
+            stale_lock = folder / f"{JOURNAL}.lock"
+            if stale_lock.is_symlink() or stale_lock.exists():
+                stale_lock.unlink(missing_ok=True)
+        return _drive(folder, manifest, view, resumed, notices)
 
 
-def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> StudyResult:
+def _drive(
+    folder: Path, manifest: Manifest, view: StudyView, resumed: bool, notices: list[str]
+) -> StudyResult:
     study = load_optuna_study(manifest, folder)
-    stale = abandon_stale_trials(study, folder)
+    read_trials(study, folder)
+    stale = abandon_stale_trials(study, folder, settle=SETTLE_SECONDS)
     started = time.time()
     budget_left = None
     if manifest.budget_seconds is not None:
@@ -258,9 +356,12 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
         f"{verb} {folder.name}: {manifest.method} search over {', '.join(manifest.space)}; "
         f"{' or '.join(limits)}; {manifest.jobs} job(s) × {threads} thread(s); writing {folder}"
     )
+    for notice in notices:
+        view.notice(notice)
     if stale:
         header += f"\nabandoned trial(s) {', '.join(map(str, stale))} marked failed and queued again"
     view.start(header)
+    offsets = [_log_size(folder, i) for i in range(manifest.jobs)]
     workers = [_start_worker(folder, i, budget_left, threads) for i in range(manifest.jobs)]
     interrupted = False
     last_save = time.monotonic()
@@ -301,13 +402,68 @@ def _drive(folder: Path, manifest: Manifest, view: StudyView, resumed: bool) -> 
     abandon_stale_trials(study, folder)
     snap = snapshot(study, folder, manifest, started, budget_left)
     view.stop(snap)
-    crashed = [i for i, w in enumerate(workers) if w.returncode not in (0, 130, -signal.SIGINT)]
     if interrupted or any(w.returncode in (130, -signal.SIGINT) for w in workers):
         return StudyResult(folder, "interrupted", snap)
-    if crashed and not snap.counts.get("complete"):
-        logs = ", ".join(str(folder / "logs" / f"worker-{i}.log") for i in crashed)
-        return StudyResult(folder, f"failed: worker(s) ended with an error; see {logs}", snap)
+    trials = read_trials(study, folder)
+    failures = failure_run(trials, manifest.sessions)
+    if len(failures) >= FAILURE_LIMIT:
+        first = failures[0]
+        return StudyResult(
+            folder,
+            f"failed: stopped after {len(failures)} failed trials in a row; the first, trial "
+            f"{first.number}: {failure_message(first)}",
+            snap,
+        )
+    crashed = [i for i, w in enumerate(workers) if w.returncode != 0]
+    if crashed and not _done(manifest, trials, folder):
+        i = crashed[0]
+        log = folder / "logs" / f"worker-{i}.log"
+        reason = _worker_error(log, offsets[i]) or f"exit status {workers[i].returncode}"
+        return StudyResult(folder, f"failed: worker {i} ended with an error: {reason} (see {log})", snap)
+    if not any(t.state.name == "COMPLETE" for t in trials):
+        failed = [t for t in counted(trials) if t.state.name == "FAIL"]
+        if failed:
+            return StudyResult(
+                folder,
+                f"failed: no trial completed; the first failure, trial {failed[0].number}: "
+                f"{failure_message(failed[0])}",
+                snap,
+            )
     return StudyResult(folder, "completed", snap)
+
+
+def _done(manifest: Manifest, trials: list[Any], folder: Path) -> bool:
+    """Whether the study has what it asked for: its trials, or its budget spent."""
+    if manifest.trials is not None and len(counted(trials)) >= manifest.trials:
+        return True
+    deadline = read_deadline(folder)
+    return manifest.budget_seconds is not None and deadline is not None and time.time() >= deadline
+
+
+def _log_size(folder: Path, index: int) -> int:
+    try:
+        return (folder / "logs" / f"worker-{index}.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _worker_error(log: Path, offset: int) -> str | None:
+    """The last line this session's worker wrote: its error (a JSON line for a stnkit error)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    with contextlib.suppress(ValueError):
+        data = json.loads(last)
+        if isinstance(data, dict) and "error" in data:
+            return str(data["error"])
+    return last
 
 
 def _save_spent(folder: Path, manifest: Manifest, budget_left: float | None) -> None:

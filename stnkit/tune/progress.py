@@ -21,6 +21,7 @@ class TrialRow:
     value: float | None
     params: dict[str, float]
     message: str = ""
+    retried: bool = False  # failed and queued again: its retry counts, not it
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def _duration(seconds: float) -> str:
 
 def _counts_line(snap: Snapshot) -> str:
     c = snap.counts
-    done = c.get("complete", 0) + c.get("pruned", 0)
+    # "done" counts the failed trials that count towards --trials (not those queued again)
+    done = c.get("done", c.get("complete", 0) + c.get("pruned", 0))
     target = "" if snap.target is None else f"/{snap.target}"
     parts = [
         f"trials {done}{target} done",
@@ -89,6 +91,10 @@ class StudyView:
         if self.live_mode:
             self._live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
+
+    def notice(self, text: str) -> None:
+        """Something the user must know even with ``--quiet`` (a repaired journal): standard error."""
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"notice: {text}", style="yellow"))
 
     def update(self, snap: Snapshot) -> None:
         if self.quiet:

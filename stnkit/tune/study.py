@@ -17,14 +17,18 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pydantic
 
 from stnkit.errors import UsageError
 
@@ -32,14 +36,20 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "FAILURE_LIMIT",
     "FORMAT",
     "JOURNAL",
     "MANIFEST",
     "METHODS",
+    "VERSION",
     "Manifest",
     "StudyFolderError",
     "abandon_stale_trials",
+    "check_journal",
+    "counted",
     "fail_and_retry",
+    "failure_message",
+    "failure_run",
     "held",
     "hold",
     "import_optuna",
@@ -51,7 +61,11 @@ __all__ = [
     "parse_duration",
     "read_deadline",
     "read_manifest",
+    "read_trials",
+    "remove_dead_staging",
+    "retried",
     "session_deadline",
+    "staging_folder",
     "trial_lock_path",
     "trial_state",
     "try_hold",
@@ -61,6 +75,7 @@ __all__ = [
 ]
 
 FORMAT = "stnkit-study"
+VERSION = 1  # of study.json; a manifest of any other version is refused, naming both
 MANIFEST = "study.json"
 JOURNAL = "journal.log"
 METHODS = ("random", "tpe", "gp", "grid")
@@ -97,6 +112,9 @@ def parse_duration(text: str) -> float:
 class Manifest:
     """What ``study.json`` records: everything a worker or ``--resume`` needs."""
 
+    # checked when read: a manifest with a field of the wrong type or an unknown one is damaged
+    __pydantic_config__: ClassVar[pydantic.ConfigDict] = pydantic.ConfigDict(extra="forbid")
+
     study_name: str
     method: str
     trials: int | None
@@ -120,36 +138,62 @@ class Manifest:
         return self.storage or str(folder / JOURNAL)
 
     def to_json(self) -> dict[str, Any]:
-        data = {"format": FORMAT, "version": 1}
+        data: dict[str, Any] = {"format": FORMAT, "version": VERSION}
         data.update(self.__dict__)
         return data
 
 
 def is_study(path: Path) -> bool:
-    """True when ``path`` is a folder with a stnkit study manifest."""
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        return False
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == FORMAT
+    """True when ``path`` is a study folder: it holds a ``study.json`` (damaged or not: reading it
+    says what is wrong) and is not a folder still being created (see :func:`staging_folder`)."""
+    return (path / MANIFEST).is_file() and not _STAGING.match(path.name)
+
+
+def _damaged(folder: Path, why: str) -> StudyFolderError:
+    return StudyFolderError(f"{folder / MANIFEST} is damaged ({why}); the study cannot be read")
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """The folder's manifest. Raises :class:`StudyFolderError` when it is not a study folder."""
+    """The folder's manifest. Raises :class:`StudyFolderError` when it is not a study folder, when
+    its manifest is damaged or written by another manifest version."""
     if not folder.is_dir():
         raise StudyFolderError(f"{folder} is not a study folder (not a folder)")
-    if not is_study(folder):
+    path = folder / MANIFEST
+    if _STAGING.match(folder.name):
+        raise StudyFolderError(f"{folder} is a study that was never finished being created; remove it")
+    if not path.is_file():
+        if (folder / JOURNAL).exists():
+            raise StudyFolderError(
+                f"{folder} has a {JOURNAL} but no {MANIFEST}: not a study folder stnkit tune finished "
+                "creating; remove it"
+            )
         raise StudyFolderError(f"{folder} is not a study folder (no {MANIFEST} written by stnkit tune)")
-    data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    data.pop("format", None)
-    data.pop("version", None)
     try:
-        return Manifest(**data)
-    except TypeError as error:
-        raise StudyFolderError(f"{folder / MANIFEST} is damaged: {error}") from None
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise StudyFolderError(f"cannot read {path}: {error.strerror or error}") from None
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise _damaged(folder, f"not JSON: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _damaged(folder, "not a stnkit study manifest")
+    version = data.pop("version", None)
+    data.pop("format", None)
+    if version != VERSION:
+        raise StudyFolderError(
+            f"{path} is study manifest version {version!r}; this stnkit reads version {VERSION} only"
+        )
+    try:
+        return _manifest_adapter().validate_python(data)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "manifest"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise _damaged(folder, f"{where}: {first['msg']}{more}") from None
+
+
+@functools.cache
+def _manifest_adapter() -> pydantic.TypeAdapter[Manifest]:
+    return pydantic.TypeAdapter(Manifest)
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
@@ -157,6 +201,30 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
     temporary = folder / f".{MANIFEST}.tmp"
     temporary.write_text(json.dumps(manifest.to_json(), indent=1), encoding="utf-8")
     os.replace(temporary, folder / MANIFEST)
+
+
+# A study is built in a hidden sibling folder and renamed into place when whole; one left behind
+# by a SIGKILL is not a study.
+_STAGING = re.compile(r"^\..+\.creating-\d+$")
+
+
+def staging_folder(parent: Path, name: str) -> Path:
+    return parent / f".{name}.creating-{os.getpid()}"
+
+
+def remove_dead_staging(parent: Path) -> None:
+    """Remove the staging folders in ``parent`` whose creating process is gone (a SIGKILL)."""
+    with contextlib.suppress(OSError):
+        for path in parent.glob(".*.creating-*"):
+            if not _STAGING.match(path.name):
+                continue
+            pid = int(path.name.rsplit("-", 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:  # alive, another user's
+                pass
 
 
 def utc_stamp() -> str:
@@ -196,9 +264,97 @@ def make_storage(url: str) -> Any:
 
 
 def load_optuna_study(manifest: Manifest, folder: Path, sampler: Any = None, pruner: Any = None) -> Any:
+    """The study in its storage. Raises :class:`StudyFolderError` when the journal is missing or
+    cannot be read (never creates one: Optuna's file backend makes a missing file empty)."""
     optuna = import_optuna()
-    storage = make_storage(manifest.storage_url(folder))
-    return optuna.load_study(study_name=manifest.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    url = manifest.storage_url(folder)
+    if manifest.storage is None and not Path(url).is_file():
+        raise StudyFolderError(f"{folder} has no {JOURNAL} (removed?); the study's trials cannot be read")
+    try:
+        return optuna.load_study(
+            study_name=manifest.study_name, storage=make_storage(url), sampler=sampler, pruner=pruner
+        )
+    except KeyError:
+        raise StudyFolderError(
+            f"{url} holds no study named {manifest.study_name!r}; the study cannot be read"
+        ) from None
+    except (ValueError, OSError) as error:  # JSONDecodeError, "Invalid log format.", I/O
+        torn = check_journal(folder, repair=False) if manifest.storage is None else None
+        if torn is not None:
+            raise StudyFolderError(f"{url} {torn}; stnkit tune --resume {folder} cuts them off") from None
+        raise StudyFolderError(f"cannot read {url}: {_first_line(error)}") from None
+
+
+def read_trials(study: Any, folder: Path) -> list[Any]:
+    """Every trial of ``study``, a damaged journal being a :class:`StudyFolderError`."""
+    try:
+        return list(study.get_trials(deepcopy=False))
+    except (ValueError, KeyError, OSError) as error:
+        raise StudyFolderError(f"cannot read the trials of {folder}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return False
+    return isinstance(data, dict) and isinstance(data.get("op_code"), int)
+
+
+def check_journal(folder: Path, repair: bool) -> str | None:
+    """Check that every line of the folder's ``journal.log`` is a complete Optuna record.
+
+    A damaged *tail* (a write cut short: a torn last line, a half record, garbage after the last
+    record) is what a crash leaves; Optuna's reader skips a one-line one, but anything appended
+    after it makes the whole journal unreadable. Without ``repair``, what is wrong with the tail is
+    returned; with it, the tail is cut off (kept beside the journal in ``journal.log.torn-<stamp>``)
+    and a notice returned. None: the journal is whole. Damage *followed* by records is not a cut
+    short write, and is refused: :class:`StudyFolderError`, nothing changed.
+    """
+    path = folder / JOURNAL
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StudyFolderError(
+            f"{folder} has no {JOURNAL} (removed?); the study's trials cannot be read"
+        ) from None
+    except OSError as error:
+        raise StudyFolderError(f"cannot read {path}: {error.strerror or error}") from None
+    good_end = 0
+    records = 0
+    first_bad: int | None = None
+    line_number = 0
+    position = 0
+    while position < len(data):
+        newline = data.find(b"\n", position)
+        following = len(data) if newline < 0 else newline + 1
+        line_number += 1
+        if newline >= 0 and _is_record(data[position:following]):
+            if first_bad is not None:
+                raise StudyFolderError(
+                    f"{path} is damaged at line {first_bad} and has records after it; the study cannot "
+                    "be read or resumed"
+                )
+            good_end = following
+            records += 1
+        elif first_bad is None:
+            first_bad = line_number
+        position = following
+    if good_end == len(data):
+        return None
+    if not repair:
+        return f"ends in {len(data) - good_end} byte(s) that are not a complete record"
+    kept = folder / f"{JOURNAL}.torn-{utc_stamp()}"
+    kept.write_bytes(data[good_end:])
+    os.truncate(path, good_end)
+    return (
+        f"{JOURNAL} ended in {len(data) - good_end} byte(s) that are not a complete record (a write "
+        f"cut short); cut back to its last complete record ({records}), the bytes kept in {kept.name}"
+    )
 
 
 def make_sampler(manifest: Manifest, worker: int = 0) -> Any:
@@ -303,26 +459,85 @@ def try_hold(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+def fail_and_retry(study: optuna.Study, number: int, reason: str, params: dict[str, Any]) -> None:
     """Mark an unfinished trial failed and queue its point again, so the study still gets it.
 
-    (Grid studies too: Optuna's grid sampler counts a failed point as visited.)
+    The retry records ``retry_of`` (the failed trial's number) and ``retry_reason``: a failed
+    trial with a retry does not count towards ``--trials`` (the retry does). Grid studies too:
+    Optuna's grid sampler counts a failed point as visited. A trial killed before it drew its
+    point is retried with none given, and the sampler draws one.
     """
     optuna = import_optuna()
-    study._storage.set_trial_user_attr(trial._trial_id, "failed_because", reason)
-    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    if trial.params:
-        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    study.enqueue_trial(dict(params), user_attrs={"retry_of": number, "retry_reason": reason})
 
 
-def abandon_stale_trials(study: optuna.Study, folder: Path) -> list[int]:
+def abandon_stale_trials(study: optuna.Study, folder: Path, settle: float = 0.0) -> list[int]:
     """Trials Optuna still calls RUNNING whose process is gone (SIGKILL, a crash): failed and
-    queued again. Returns their numbers."""
+    queued again. Returns their numbers.
+
+    ``settle``: seconds to wait for locks still held. A session starts under the study lock, so no
+    worker of an earlier session is still running one of its trials: one whose lock is held is a
+    worker still dying (the kernel kills a worker whose ``stnkit tune`` process was killed, and
+    frees its locks only once it has exited)."""
     optuna = import_optuna()
     stale: list[int] = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    end = time.monotonic() + settle
+    while any(held(trial_lock_path(folder, t.number)) for t in running) and time.monotonic() < end:
+        time.sleep(0.1)
+    for trial in running:
         if held(trial_lock_path(folder, trial.number)):
             continue
-        fail_and_retry(study, trial, "its process ended before the trial did")
+        fail_and_retry(study, trial.number, "its process ended before the trial did", trial.params)
         stale.append(trial.number)
     return stale
+
+
+# -- what counts -----------------------------------------------------------------------------------
+
+FAILURE_LIMIT = 5
+"""A session of a study stops after this many failed trials in a row (see :func:`failure_run`)."""
+
+
+def retried(trials: Sequence[Any]) -> dict[int, str]:
+    """``{number: reason}`` of the failed trials that were queued again."""
+    found: dict[int, str] = {}
+    for t in trials:
+        number = t.user_attrs.get("retry_of")
+        if isinstance(number, int):
+            found[number] = str(t.user_attrs.get("retry_reason", ""))
+    return found
+
+
+def counted(trials: Sequence[Any]) -> list[Any]:
+    """The trials that count towards ``--trials``: complete, pruned, failed (unless queued again:
+    then its retry counts) and those under way."""
+    again = retried(trials)
+    kept = ("COMPLETE", "PRUNED", "RUNNING")
+    return [t for t in trials if t.state.name in kept or (t.state.name == "FAIL" and t.number not in again)]
+
+
+def failure_run(trials: Sequence[Any], session: int) -> list[Any]:
+    """The failed trials in a row that the session's finished trials end with (in the order they
+    ended); trials interrupted and queued again are not failures of the search."""
+    again = retried(trials)
+    ended = [
+        t
+        for t in trials
+        if t.user_attrs.get("session") == session
+        and t.datetime_complete is not None
+        and t.state.name in ("COMPLETE", "PRUNED", "FAIL")
+        and t.number not in again
+    ]
+    ended.sort(key=lambda t: (t.datetime_complete, t.number))
+    run: list[Any] = []
+    for t in reversed(ended):
+        if t.state.name != "FAIL":
+            break
+        run.append(t)
+    return run[::-1]
+
+
+def failure_message(trial: Any) -> str:
+    return str(trial.user_attrs.get("failed_because") or "no reason recorded")

@@ -27,8 +27,11 @@ from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import parse_recipe
 from stnkit.tune.space import SearchSpace, trial_recipe_data
 from stnkit.tune.study import (
+    FAILURE_LIMIT,
     Manifest,
+    counted,
     fail_and_retry,
+    failure_run,
     hold,
     import_optuna,
     load_optuna_study,
@@ -72,16 +75,6 @@ class TrialObserver:
             raise StopRun("pruned", f"pruned by the median pruner after epoch {epoch.epoch}")
 
 
-def _finished(study: Any, optuna: Any) -> int:
-    """Trials that count towards ``--trials``: finished (complete, pruned) or under way."""
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.RUNNING,
-    )
-    return len(study.get_trials(deepcopy=False, states=states))
-
-
 def _tell(study: Any, trial: Any, end: RunEnd, optuna: Any) -> None:
     trial.set_user_attr("status", end.status)
     trial.set_user_attr("best_epoch", end.best_epoch)
@@ -112,6 +105,8 @@ def work(folder: Path, worker: int, budget_left: float | None, plugins: Plugins 
     )
     space = SearchSpace.from_json(manifest.space)
     base = yaml.safe_load(manifest.recipe)
+    if not isinstance(base, dict) or not isinstance(base.get("name"), str):
+        raise StnkitError(f"{folder / 'study.json'}: its recipe is not a recipe mapping with a name")
     stop = {"asked": False}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -121,7 +116,6 @@ def work(folder: Path, worker: int, budget_left: float | None, plugins: Plugins 
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    from stnkit.runner import run as run_recipe
 
     while not stop["asked"]:
         with hold(folder / CLAIM_LOCK):
@@ -129,43 +123,66 @@ def work(folder: Path, worker: int, budget_left: float | None, plugins: Plugins 
                 deadline = session_deadline(folder, budget_left)  # before reading the clock
                 if time.time() >= deadline:
                     break
-            if manifest.trials is not None and _finished(study, optuna) >= manifest.trials:
+            trials = study.get_trials(deepcopy=False)
+            if manifest.trials is not None and len(counted(trials)) >= manifest.trials:
                 break
+            if len(failure_run(trials, manifest.sessions)) >= FAILURE_LIMIT:
+                break  # the driver reports the first failure of the run
             trial = study.ask()
             number = trial.number
             lock = hold(trial_lock_path(folder, number))
             lock.__enter__()  # taken before the claim lock is let go: never seen running but unheld
         try:
-            values = space.sample(trial)
-            name = f"{base['name']}-trial-{number:04d}"
-            data = trial_recipe_data(base, space, values, name)
-            recipe = parse_recipe(data, base_dir=Path(manifest.base_dir), source=manifest.recipe_source)
-            observer = TrialObserver(trial, folder, manifest.prune == "median", stop)
+            trial.set_user_attr("session", manifest.sessions)
             try:
-                result = run_recipe(
-                    recipe,
-                    out_dir=folder,
-                    plugins=plugins,
-                    observers=[observer],
-                    metadata={"study": str(folder.resolve()), "trial": str(number)},
-                )
-            except StnkitError as error:  # e.g. a sampled value a component rejects
-                trial.set_user_attr("failed_because", str(error))
+                result = _run_trial(trial, manifest, space, base, folder, plugins, stop)
+            except Exception as error:  # a trial that cannot run is a failed trial, not a crash
+                message = str(error) if isinstance(error, StnkitError) else f"{type(error).__name__}: {error}"
+                trial.set_user_attr("failed_because", (message.strip().splitlines() or ["?"])[0])
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if result.status == "interrupted":
-                frozen = study._storage.get_trial(trial._trial_id)
-                fail_and_retry(study, frozen, "interrupted by the user")
+                _interrupted(study, trial)
                 return 130
             _tell(study, trial, result.end, optuna)
         except KeyboardInterrupt:
-            frozen = study._storage.get_trial(trial._trial_id)
-            fail_and_retry(study, frozen, "interrupted by the user")
+            _interrupted(study, trial)
             return 130
         finally:
             with contextlib.suppress(Exception):
                 lock.__exit__(None, None, None)
     return 130 if stop["asked"] else 0
+
+
+def _run_trial(
+    trial: Any,
+    manifest: Manifest,
+    space: SearchSpace,
+    base: dict[str, Any],
+    folder: Path,
+    plugins: Plugins,
+    stop: dict[str, bool],
+) -> Any:
+    from stnkit.runner import run as run_recipe
+
+    values = space.sample(trial)
+    name = f"{base['name']}-trial-{trial.number:04d}"
+    data = trial_recipe_data(base, space, values, name)
+    recipe = parse_recipe(data, base_dir=Path(manifest.base_dir), source=manifest.recipe_source)
+    observer = TrialObserver(trial, folder, manifest.prune == "median", stop)
+    return run_recipe(
+        recipe,
+        out_dir=folder,
+        plugins=plugins,
+        observers=[observer],
+        metadata={"study": str(folder.resolve()), "trial": str(trial.number)},
+    )
+
+
+def _interrupted(study: Any, trial: Any) -> None:
+    """Ctrl-C or SIGTERM during a trial: failed, saying why, and its point queued again."""
+    trial.set_user_attr("failed_because", "interrupted by the user")
+    fail_and_retry(study, trial.number, "interrupted by the user", trial.params)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ OUTCOMES = (
 )
 
 #: words by which a command may flag damage it found and still exit 0
-FLAGS = ("damage", "corrupt", "checksum", "integrity", "inconsistent", "unreadable", "invalid")
+FLAGS = ("damage", "corrupt", "checksum", "hash check", "integrity", "inconsistent", "unreadable", "invalid")
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,24 @@ def test_a_resumed_study_whose_data_folder_is_gone_stops(
     assert "failed trials in a row; the first, trial 1:" in err and "ridge.npz" in err
 
 
+def test_a_resumed_session_whose_every_trial_failed_is_an_error_below_the_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two trials left, both failing: fewer than the limit in a row, but nothing this session ran
+    succeeded, so the session reports the failure rather than exit 0."""
+    data = save_problem(make_ridge_problem(seed=3), tmp_path / "data" / "ridge.npz")
+    options = TuneOptions(method="random", trials=1, seed=0)
+    folder = create_study(RECIPE, options, [f"data.path={data}", *SHORT], tmp_path / "runs")
+    assert drive(folder, quiet_view()).status == "completed"
+    ask_for(folder, 3)
+    shutil.rmtree(tmp_path / "data")
+    capsys.readouterr()
+    assert main(["tune", "--resume", str(folder), "--quiet"]) == 1
+    assert _trial_states(folder) == ["COMPLETE", "FAIL", "FAIL"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "every trial of this session failed (2); the first, trial 1:" in err and "ridge.npz" in err
+
+
 # -- damaged or missing study files: one line, exit 2 -----------------------------------------------------
 
 

@@ -52,6 +52,7 @@ from stnkit.tune.study import (
     read_trials,
     remove_dead_staging,
     retried,
+    session_ended,
     staging_folder,
     trial_state,
     try_hold,
@@ -411,6 +412,17 @@ def _drive(
         return StudyResult(
             folder,
             f"failed: stopped after {len(failures)} failed trials in a row; the first, trial "
+            f"{first.number}: {failure_message(first)}",
+            snap,
+        )
+    ended = session_ended(trials, manifest.sessions)
+    if failures and len(failures) == len(ended):
+        # every trial this session ran failed (a resumed study whose data is gone): an error,
+        # however few they were
+        first = failures[0]
+        return StudyResult(
+            folder,
+            f"failed: every trial of this session failed ({len(failures)}); the first, trial "
             f"{first.number}: {failure_message(first)}",
             snap,
         )

@@ -65,6 +65,7 @@ __all__ = [
     "remove_dead_staging",
     "retried",
     "session_deadline",
+    "session_ended",
     "staging_folder",
     "trial_lock_path",
     "trial_state",
@@ -518,9 +519,9 @@ def counted(trials: Sequence[Any]) -> list[Any]:
     return [t for t in trials if t.state.name in kept or (t.state.name == "FAIL" and t.number not in again)]
 
 
-def failure_run(trials: Sequence[Any], session: int) -> list[Any]:
-    """The failed trials in a row that the session's finished trials end with (in the order they
-    ended); trials interrupted and queued again are not failures of the search."""
+def session_ended(trials: Sequence[Any], session: int) -> list[Any]:
+    """The trials the session finished, in the order they ended; trials interrupted and queued
+    again are not results of the search."""
     again = retried(trials)
     ended = [
         t
@@ -531,8 +532,14 @@ def failure_run(trials: Sequence[Any], session: int) -> list[Any]:
         and t.number not in again
     ]
     ended.sort(key=lambda t: (t.datetime_complete, t.number))
+    return ended
+
+
+def failure_run(trials: Sequence[Any], session: int) -> list[Any]:
+    """The failed trials in a row that the session's finished trials end with (in the order they
+    ended)."""
     run: list[Any] = []
-    for t in reversed(ended):
+    for t in reversed(session_ended(trials, session)):
         if t.state.name != "FAIL":
             break
         run.append(t)

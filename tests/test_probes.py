@@ -128,11 +128,13 @@ def test_the_damage_is_real(tmp_path: Path, fixtures: Any) -> None:
     folder = tmp_path / "table"
     folder.mkdir()
     damaged = probes.damaged_copy("flipped-table-data", fixtures.run, folder)
+    assert damaged.read_bytes() != fixtures.run.read_bytes()
     with h5py.File(fixtures.run, "r") as good, h5py.File(damaged, "r") as bad:
-        for name, row in (("epochs/val_loss", 1), ("hyper/values", 0)):
-            a, b = np.asarray(good[name]), np.asarray(bad[name])
-            assert a.flat[row] != b.flat[row]
-            assert np.array_equal(np.delete(a.ravel(), row), np.delete(b.ravel(), row))  # only there
+        for name in ("epochs/val_loss", "hyper/values"):
+            np.asarray(good[name])
+            # the tables carry fletcher32 checksums: the flipped chunk fails them on a raw read
+            with pytest.raises(OSError, match="filter returned failure"):
+                np.asarray(bad[name])
     for kind in ("flipped-superblock", "flipped-group-header", "flipped-checkpoint"):
         folder = tmp_path / kind
         folder.mkdir()

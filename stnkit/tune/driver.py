@@ -416,9 +416,10 @@ def _drive(
             snap,
         )
     ended = session_ended(trials, manifest.sessions)
-    if failures and len(failures) == len(ended):
-        # every trial this session ran failed (a resumed study whose data is gone): an error,
-        # however few they were
+    completed_before = any(t.state.name == "COMPLETE" for t in trials)
+    if failures and len(failures) == len(ended) and completed_before:
+        # every trial this session ran failed while earlier ones completed (a resumed study
+        # whose data is gone): an error, however few they were
         first = failures[0]
         return StudyResult(
             folder,

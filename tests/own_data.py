@@ -55,7 +55,8 @@ def blob_dicts(batch_size: int = 16) -> dict[str, DataLoader[Any]]:
 def regression(n_train: int = 48, n_valid: int = 24, features: int = 5, batch_size: int = 12) -> Any:
     g = torch.Generator().manual_seed(1)
     w = torch.randn(features, 1, generator=g)
-    x_train, x_valid = torch.randn(n_train, features, generator=g), torch.randn(n_valid, features, generator=g)
+    x_train = torch.randn(n_train, features, generator=g)
+    x_valid = torch.randn(n_valid, features, generator=g)
     train = TensorDataset(x_train, x_train @ w)
     valid = TensorDataset(x_valid, x_valid @ w)
     return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(valid, batch_size=batch_size)

@@ -140,10 +140,13 @@ class Tuner:
         self.device = _model_device(model, device)
         self._fitted = False
         self._num_classes: int | None = None
+        # one key per role and run name: the recipe (and the run file) of equal settings is equal,
+        # and every run binds its own objects to the keys just before it starts
+        ident = re.sub(r"\W", "_", self.name)
         self._keys = {
-            "model": live.put("model", _Once(model)),
-            "data": live.put("loaders", self._make_loaders),
-            **({"loss": live.put("loss", _Named(loss))} if loss is not None else {}),
+            "model": live.target(f"model_{ident}"),
+            "data": live.target(f"loaders_{ident}"),
+            **({"loss": live.target(f"loss_{ident}")} if loss is not None else {}),
         }
 
     # -- the recipe ------------------------------------------------------------------------------
@@ -200,6 +203,7 @@ class Tuner:
         self._check_first_batch()
         observers = self._observers()
         if resume is None:
+            self._bind(_Once(self.model))
             result = runner.run(self.recipe(), out_dir=self.out, observers=observers)
         else:
             self._adopt(Path(resume))
@@ -234,6 +238,14 @@ class Tuner:
     def _make_loaders(self) -> tuple[DataLoader[Any], ...]:
         train, valid, test = self.loaders
         return (train, valid) if test is None else (train, valid, test)
+
+    def _bind(self, model: Any) -> None:
+        """Put this Tuner's objects under its keys (another Tuner of the same name may have used them)."""
+        values = {"model": model, "data": self._make_loaders, "loss": _Named(self.loss)}
+        for role, spec in self._keys.items():
+            key = live.key_of(spec)
+            assert key is not None
+            live.put(role, values[role], key=key)
 
     def _observers(self) -> list[object]:
         if self.progress == "quiet":

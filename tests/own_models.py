@@ -54,7 +54,7 @@ class TransformerLM(nn.Module):
         self.embed = nn.Embedding(vocab, d_model)
         self.embed_dropout = nn.Dropout(0.1)
         layer = nn.TransformerEncoderLayer(d_model, heads, 32, dropout=0.1, batch_first=batch_first)
-        self.encoder = nn.TransformerEncoder(layer, layers)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=batch_first)
         self.decoder = nn.Linear(d_model, vocab)
         self.scale = math.sqrt(d_model)
 

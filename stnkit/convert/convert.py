@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from stnkit.config import HyperparameterUse
 from stnkit.convert.context import HyperContext
-from stnkit.convert.converters import UNSUPPORTED, UnsupportedLayerError, converter_for, dropout_converter
+from stnkit.convert.converters import (
+    COMPOSITES,
+    UNSUPPORTED,
+    UnsupportedLayerError,
+    converter_for,
+    dropout_converter,
+)
 from stnkit.convert.functional import find_functional_dropout
 from stnkit.convert.layers import ConvertedDropout, ConvertedLayer
 from stnkit.convert.report import ConversionReport, ReportRow
@@ -112,6 +118,8 @@ def convert_in_place(
     }
 
     for pattern in [*spec.targets, *spec.exclude]:
+        if pattern == "*":
+            continue  # the default: a module with nothing to convert is reported below
         if not any(matches(path, [pattern]) for path in originals if path):
             where = "targets" if pattern in spec.targets else "exclude"
             raise ConvertError(
@@ -146,7 +154,8 @@ def convert_in_place(
                     location="targets",
                 )
             continue
-        if not targeted(path):
+        inside = [p for p in originals if p.startswith(path + ".")]
+        if not targeted(path) and not (isinstance(sub, COMPOSITES) and any(targeted(p) for p in inside)):
             continue
         for tied in shared.values():
             mine = [n for n in tied if n.startswith(path + ".")]
@@ -180,6 +189,10 @@ def convert_in_place(
                     f"{path}.{inner_path}" if inner_path else path, context, getattr(inner, "batch_dim", 0)
                 )
 
+    for sub in module.modules():
+        if isinstance(sub, nn.TransformerEncoder):
+            # its nested-tensor fast path calls torch's fused kernel on the layers' weights
+            sub.use_nested_tensor = False
     for name in original_parameters:
         if name not in origins:
             owner, _, attribute = name.rpartition(".")
@@ -206,11 +219,7 @@ def convert_in_place(
             new.train(sub.training)
             new.bind(site, context)
             _set_child(module, site, new)
-            report.rows.append(
-                ReportRow(
-                    site, f"{_describe(sub)}(p={getattr(sub, 'p', 0)})", f"ConvertedDropout({hp})", 0, 0
-                )
-            )
+            report.rows.append(ReportRow(site, _describe(sub), f"ConvertedDropout({hp})", 0, 0))
         uses[hp] = HyperparameterUse(
             f"dropout rate of {', '.join(paths)}", low=0.0, high=1.0, continuous=True
         )
@@ -230,6 +239,12 @@ def convert_in_place(
             f"(targets: {', '.join(spec.targets)}; exclude: {', '.join(spec.exclude) or 'none'})",
             location="targets",
         )
+    functional = find_functional_dropout(module)
+    if functional is not None and any(is_dropout_name(n) for n in names):
+        raise ConvertError(
+            f"{functional}: conversion cannot drive a functional dropout by a hyperparameter; make "
+            "it a module (self.drop = nn.Dropout(p) ... self.drop(x)) so conversion can swap it"
+        )
     unused = [n for n in names if n not in uses]
     if strict and unused:
         name = unused[0]
@@ -245,12 +260,6 @@ def convert_in_place(
             f"ConvertSpec): dropout modules: {', '.join(sites) or 'none'}; parameters: "
             f"{', '.join(original_parameters)}",
             location=f"hyperparameters.{name}",
-        )
-    functional = find_functional_dropout(module)
-    if functional is not None and any(is_dropout_name(n) for n in names):
-        raise ConvertError(
-            f"{functional}: conversion cannot drive a functional dropout by a hyperparameter; make "
-            "it a module (self.drop = nn.Dropout(p) ... self.drop(x)) so conversion can swap it"
         )
     module._stnkit_context = context  # type: ignore[assignment]
     return Conversion(context=context, n_hyper=n_hyper, report=report, decay=decay, uses=uses)

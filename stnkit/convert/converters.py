@@ -14,6 +14,7 @@ from torch import nn
 from stnkit.convert.layers import ConvertedConv, ConvertedDropout, ConvertedEmbedding, ConvertedLinear
 
 __all__ = [
+    "COMPOSITES",
     "CONVERTERS",
     "DROPOUT_TYPES",
     "UNSUPPORTED",
@@ -65,6 +66,29 @@ def _embedding(layer: nn.Module, n_hyper: int) -> Converted:
     return Converted(new, {"weight": ("", "weight")})
 
 
+def _attention(layer: nn.Module, n_hyper: int) -> Converted:
+    from stnkit.convert.attention import attention_origins, convert_attention
+
+    assert isinstance(layer, nn.MultiheadAttention)
+    return Converted(convert_attention(layer, n_hyper), attention_origins())
+
+
+def _encoder_layer(layer: nn.Module, n_hyper: int) -> Converted:
+    from stnkit.convert.attention import convert_encoder_layer
+
+    assert isinstance(layer, nn.TransformerEncoderLayer)
+    new, origins = convert_encoder_layer(layer, n_hyper)
+    return Converted(new, origins)
+
+
+def _lstm(layer: nn.Module, n_hyper: int) -> Converted:
+    from stnkit.convert.lstm import ConvertedLSTM, check_lstm, lstm_origins
+
+    assert isinstance(layer, nn.LSTM)
+    check_lstm(layer)
+    return Converted(ConvertedLSTM(layer, n_hyper), lstm_origins(layer))
+
+
 def _dropout_converter(channel: bool) -> Converter:
     def convert(layer: nn.Module, n_hyper: int) -> Converted:
         assert isinstance(layer, nn.modules.dropout._DropoutNd)
@@ -81,7 +105,14 @@ CONVERTERS: dict[type[nn.Module], Converter] = {
     nn.Conv1d: _conv,
     nn.Conv2d: _conv,
     nn.Embedding: _embedding,
+    nn.MultiheadAttention: _attention,
+    nn.TransformerEncoderLayer: _encoder_layer,
+    nn.LSTM: _lstm,
 }
+
+#: converted as a whole when any module inside them is targeted: their forward reads their
+#: children's weights directly
+COMPOSITES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
 #: dropout modules whose rate a hyperparameter can drive (exact types), and whether they drop
 #: whole channels

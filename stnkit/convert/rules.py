@@ -40,7 +40,8 @@ def _explicit(
                     location=f"{section}.{name}",
                 )
             chosen.extend(c for c in found if c not in chosen)
-        claimed[name] = chosen
+        # in module order, whatever the order of the patterns
+        claimed[name] = [c for c in candidates if c in chosen]
     return claimed
 
 

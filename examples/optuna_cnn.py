@@ -1,5 +1,5 @@
 """The Optuna version of examples/own_cnn.py: the same CNN and data; dropout, weight decay,
-brightness jitter and cutout searched by Optuna's define-by-run objective, one training per trial.
+input scaling and cutout searched by Optuna's define-by-run objective, one training per trial.
 The augmentations are written here by hand (stnkit's come as plugins).
 
     python examples/optuna_cnn.py           # 20 trials of 20 epochs
@@ -44,8 +44,9 @@ def main(tiny: bool) -> None:
     train, valid, _ = loaders(*sizes)
 
     # --- tuning: begin ---
-    def augment(x: Tensor, brightness: float, holes: int, length: int) -> Tensor:
-        x = x + brightness * (2 * torch.rand(len(x), 1, 1, 1) - 1)
+    def augment(x: Tensor, scaling: float, holes: int, length: int) -> Tensor:
+        low = 1 / (1 + scaling)
+        x = x * (low + (1 + scaling - low) * torch.rand(len(x), 1, 1, 1))
         for _ in range(holes):
             rows, cols = torch.randint(28, (2, len(x), 1, 1))
             r, c = torch.arange(28).view(1, 28, 1), torch.arange(28).view(1, 1, 28)
@@ -56,7 +57,7 @@ def main(tiny: bool) -> None:
     def objective(trial: optuna.Trial) -> float:
         model = CNN(p=trial.suggest_float("dropout", 0.0, 0.8))
         decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
-        brightness = trial.suggest_float("brightness", 0.0, 1.0)
+        scaling = trial.suggest_float("input_scaling", 0.0, 1.0)
         holes, length = trial.suggest_int("cutout_holes", 0, 4), trial.suggest_int("cutout_length", 0, 14)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=decay)
         best = float("inf")
@@ -64,7 +65,7 @@ def main(tiny: bool) -> None:
             model.train()
             for x, y in train:
                 optimizer.zero_grad()
-                nn.functional.cross_entropy(model(augment(x, brightness, holes, length)), y).backward()
+                nn.functional.cross_entropy(model(augment(x, scaling, holes, length)), y).backward()
                 optimizer.step()
             model.eval()
             with torch.no_grad():

@@ -1,5 +1,5 @@
-"""Tune a plain PyTorch CNN's dropouts, weight decay and data augmentation (brightness jitter and
-cutout) on Fashion-MNIST, in one training run.
+"""Tune a plain PyTorch CNN's dropouts, weight decay and data augmentation (cutout and input
+scaling) on Fashion-MNIST, in one training run.
 
     python examples/own_cnn.py           # 5,000 training images, 20 epochs
     python examples/own_cnn.py --tiny    # a few seconds: checks that everything runs
@@ -47,22 +47,16 @@ def main(tiny: bool) -> None:
     train, valid, test = loaders(*sizes)
     model = CNN()
     # --- tuning: begin ---
-    hyperparameters = {
+    tuned = {
         "dropout": 0.1,
         "weight_decay": 1e-4,
-        "brightness": {"kind": "unit", "init": 0.05},
+        "input_scaling": {"kind": "interval", "low": 0.0, "high": 1.0, "init": 0.05},
         "cutout_holes": {"kind": "integer", "low": 0, "high": 4, "init": 1},
         "cutout_length": {"kind": "integer", "low": 0, "high": 14, "init": 4},
     }
-    augment = [{"name": "brightness"}, {"name": "cutout"}]
+    augment = [{"name": "input-scaling"}, {"name": "cutout"}]
     tuner = stnkit.Tuner(
-        model,
-        hyperparameters=hyperparameters,
-        augment=augment,
-        train=train,
-        valid=valid,
-        test=test,
-        epochs=epochs,
+        model, hyperparameters=tuned, augment=augment, train=train, valid=valid, test=test, epochs=epochs
     )
     result = tuner.fit()
     print(result.status, result.best_values, result.end.test_metrics)

@@ -120,3 +120,8 @@ class NoLayers(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
+
+
+def make_tensor() -> Tensor:
+    """Not a module: what a wrong ``target`` might name."""
+    return torch.zeros(1)

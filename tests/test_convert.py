@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from stnkit.convert import ConvertedModel, ConvertError, ConvertSpec, convert_module
 from stnkit.hyper.space import HyperBatch
-from stnkit.nn import zero_hyper_weights
+from stnkit.nn import count_parameters, split_parameters, zero_hyper_weights
 from tests.own_models import (
     LSTMLM,
     FunctionalDropoutMLP,
@@ -289,3 +289,17 @@ def test_converting_twice_is_refused() -> None:
         convert_module(model, ConvertSpec(), 1, ["dropout"])
     with pytest.raises(ConvertError, match="already converted"):
         convert_module(converted, ConvertSpec(), 1, ["dropout"])
+
+
+@pytest.mark.parametrize("factory", [PlainMLP, SmallCNN, TransformerLM, LSTMLM])
+def test_delta_stn_splits_converted_layers_into_general_and_response(factory: type[nn.Module]) -> None:
+    """Δ-STN updates the elementary halves with one optimizer and the response halves with
+    another: the general group must be exactly the original module's weights."""
+    model = factory()
+    original = {name: p.detach().clone() for name, p in model.named_parameters()}
+    converted = convert_module(model, ConvertSpec(), 2, [])
+    split = split_parameters(converted)
+    general = sorted(t.numel() for t in split.general.tensors)
+    assert general == sorted(p.numel() for p in original.values())
+    assert count_parameters(converted)[0] == sum(p.numel() for p in original.values())
+    assert split.hyper_weights, "no V was found"

@@ -12,6 +12,7 @@ than the batches, a loss that does not return one number.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class FitResult(RunResult):
     hyperparameters, metrics), and :meth:`replay` of the schedule it found."""
 
     tuner: Tuner | None = field(default=None, repr=False, compare=False)
+    #: the trained model: a converted copy of the one given, at the best epoch's weights
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
     def best_values(self) -> dict[str, float]:
@@ -74,8 +77,9 @@ class FitResult(RunResult):
 class Tuner:
     """Tune an existing torch model's hyperparameters while it trains (Self-Tuning Networks).
 
-    ``model``: any ``nn.Module``; it is converted in place to best-response form (see
-    ``docs/own-model.md``), its class and ``forward`` unchanged. ``hyperparameters``:
+    ``model``: any ``nn.Module``; a copy of it is converted to best-response form (see
+    ``docs/own-model.md``), its class and ``forward`` unchanged, and trained: the result's
+    ``model``. The object given stays as it was. ``hyperparameters``:
     ``{name: declaration}`` as in a recipe (``{"kind": "unit", "init": 0.1}``), or ``{name: value}``
     for the names the conversion rules know: ``dropout``/``<part>_dropout`` (a rate in (0, 1)) and
     ``weight_decay``/``<part>_weight_decay`` (a positive weight, one per batch). ``train``,
@@ -196,19 +200,20 @@ class Tuner:
 
         if self._fitted:
             raise UsageError(
-                "fit() was already called on this Tuner: its model is converted and trained; make a "
-                "new Tuner with a fresh model to train again (or pass resume= to continue a run file)"
+                "fit() was already called on this Tuner, and a Tuner runs once: make a new Tuner to "
+                "train again (or pass resume= to a new Tuner to continue a run file)"
             )
         self._fitted = True
         self._check_first_batch()
         observers = self._observers()
+        built = _Copies(self.model)
         if resume is None:
-            self._bind(_Once(self.model))
+            self._bind(built)
             result = runner.run(self.recipe(), out_dir=self.out, observers=observers)
         else:
-            self._adopt(Path(resume))
+            self._adopt(Path(resume), built)
             result = runner.resume(resume, observers=observers)
-        return FitResult(result.path, result.end, tuner=self)
+        return FitResult(result.path, result.end, tuner=self, model=built.last)
 
     def resume(self, path: str | Path) -> FitResult:
         """``fit(resume=path)``."""
@@ -229,9 +234,10 @@ class Tuner:
 
         plan = plan_replay(path, final=final, out_dir=out)
         stored = plan.recipe.model_dump(mode="json")
-        self._rebind(stored, model=_Fresh(model_factory))
+        fresh = _Fresh(model_factory)
+        self._rebind(stored, model=fresh)
         result = run(plan.recipe, out_dir=plan.out_dir, observers=self._observers(), metadata=plan.metadata)
-        return FitResult(result.path, result.end, tuner=self)
+        return FitResult(result.path, result.end, tuner=self, model=fresh.last)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -259,7 +265,7 @@ class Tuner:
             return [RichProgress(Console(force_jupyter=True), max_steps)]
         return [make_progress(Console(stderr=True), max_steps)]
 
-    def _adopt(self, path: Path) -> None:
+    def _adopt(self, path: Path, model: _Copies) -> None:
         """Put this Tuner's objects under the keys the run file's recipe names, after checking
         that the run was made with these settings."""
         from stnkit.store.reader import open_run
@@ -267,7 +273,7 @@ class Tuner:
         stored = open_run(path).recipe
         if not stored:
             raise RunFileError(f"{path} holds no recipe to resume with")
-        self._rebind(stored, model=_Once(self.model))
+        self._rebind(stored, model=model)
         mine = self.recipe().model_dump(mode="json")
         theirs = parse_recipe(stored).model_dump(mode="json")
         for section in ("store",):
@@ -339,14 +345,18 @@ class Tuner:
             self._num_classes = int(output.shape[-1])
 
 
-class _Once:
-    """The user's model, handed to the ``module`` component once per build."""
+class _Copies:
+    """The user's model as the ``module`` component's factory: a copy per call, since validation
+    converts one to learn what it consumes and the build converts another; ``last`` is the one
+    the run trains. The user's own object stays as it was."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.last: nn.Module | None = None
 
     def __call__(self) -> nn.Module:
-        return self.model
+        self.last = copy.deepcopy(self.model)
+        return self.last
 
 
 class _Fresh:
@@ -354,11 +364,13 @@ class _Fresh:
 
     def __init__(self, factory: ModelFactory) -> None:
         self.factory = factory
+        self.last: nn.Module | None = None
 
     def __call__(self) -> nn.Module:
         model = self.factory()
         if not isinstance(model, nn.Module):
             raise UsageError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+        self.last = model
         return model
 
 

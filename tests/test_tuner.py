@@ -209,3 +209,13 @@ def test_dict_batches_with_a_key_mapping(tmp_path: Path) -> None:
         epochs=2,
     ).fit()
     assert result.status == "completed"
+
+
+def test_the_result_holds_the_trained_model_and_the_given_one_is_untouched(tmp_path: Path) -> None:
+    model = PlainMLP(out_features=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = make_tuner(tmp_path, model=model, epochs=2).fit()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(result.model, PlainMLP) and result.model is not model
+    x = torch.randn(5, 8)
+    assert result.model.eval()(x).shape == (5, 3)  # usable as the user's class, outside stnkit

@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,18 @@ def test_the_result_holds_the_trained_model_and_the_given_one_is_untouched(tmp_p
     assert isinstance(result.model, PlainMLP) and result.model is not model
     x = torch.randn(5, 8)
     assert result.model.eval()(x).shape == (5, 3)  # usable as the user's class, outside stnkit
+
+
+def test_the_command_line_says_a_tuner_run_is_resumed_and_replayed_from_python(tmp_path: Path) -> None:
+    result = make_tuner(tmp_path, epochs=1).fit()
+    # another process: the Tuner's objects live only in the session that made the run
+    done = subprocess.run(
+        [sys.executable, "-m", "stnkit", "replay", str(result.path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    err = " ".join(done.stderr.split())
+    assert "an object of the Python session that made this run (stnkit.Tuner)" in err
+    assert "result.replay(model_factory)" in err and "Traceback" not in err

@@ -303,3 +303,32 @@ def test_delta_stn_splits_converted_layers_into_general_and_response(factory: ty
     assert general == sorted(p.numel() for p in original.values())
     assert count_parameters(converted)[0] == sum(p.numel() for p in original.values())
     assert split.hyper_weights, "no V was found"
+
+
+def test_functional_dropout_without_readable_source_is_caught_at_the_first_training_pass() -> None:
+    namespace: dict[str, object] = {"nn": nn, "torch": torch}
+    exec(  # a class whose source inspect cannot read, as in some notebooks
+        "class Hidden(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "        self.drop = nn.Dropout(0.1)\n"
+        "    def forward(self, x):\n"
+        "        return torch.nn.functional.dropout(self.drop(self.fc(x)), 0.3, self.training)\n",
+        namespace,
+    )
+    model = namespace["Hidden"]()  # type: ignore[operator]
+    converted = convert_module(model, ConvertSpec(), 1, ["dropout"])
+    converted.eval()
+    converted(torch.randn(2, 4), _batch(2, 1, {"dropout": 0.1}))  # eval: not checked, no error
+    converted.train()
+    with pytest.raises(ConvertError, match=r"<string>:7: dropout\(\.\.\.\) in the model's forward"):
+        converted(torch.randn(2, 4), _batch(2, 1, {"dropout": 0.1}))
+
+
+def test_module_dropouts_pass_the_run_time_check() -> None:
+    model = TransformerLM()
+    converted = convert_module(model, ConvertSpec(targets=["decoder"]), 1, ["dropout"])
+    converted.train()
+    converted(torch.randint(0, 50, (2, 5)), _batch(2, 1, {"dropout": 0.1}))  # no error
+    assert not converted._watch_dropout_calls

@@ -17,7 +17,7 @@ from stnkit.convert.converters import (
     converter_for,
     dropout_converter,
 )
-from stnkit.convert.functional import find_functional_dropout
+from stnkit.convert.functional import DropoutCallWatch, find_functional_dropout
 from stnkit.convert.layers import ConvertedDropout, ConvertedLayer
 from stnkit.convert.report import ConversionReport, ReportRow
 from stnkit.convert.rules import assign_dropouts, assign_weight_decay, matches
@@ -50,6 +50,8 @@ class Conversion:
     report: ConversionReport
     decay: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     uses: dict[str, HyperparameterUse] = field(default_factory=dict)
+    #: a dropout rate is among the hyperparameters: a functional dropout would go untuned
+    tunes_dropout: bool = False
 
 
 def _count(module: nn.Module) -> int:
@@ -262,7 +264,14 @@ def convert_in_place(
             location=f"hyperparameters.{name}",
         )
     module._stnkit_context = context  # type: ignore[assignment]
-    return Conversion(context=context, n_hyper=n_hyper, report=report, decay=decay, uses=uses)
+    return Conversion(
+        context=context,
+        n_hyper=n_hyper,
+        report=report,
+        decay=decay,
+        uses=uses,
+        tunes_dropout=any(is_dropout_name(n) for n in names) or bool(spec.dropout),
+    )
 
 
 def _in_patterns(path: str, patterns: list[str]) -> bool:
@@ -301,6 +310,8 @@ class ConvertedModel(StnModel):
         self.report = conversion.report
         self.decay = conversion.decay
         self._uses = conversion.uses
+        # the first training forward watches for functional dropout calls the source check missed
+        self._watch_dropout_calls = conversion.tunes_dropout
 
     def consumed(self) -> dict[str, HyperparameterUse]:
         """The hyperparameters this model consumes and how."""
@@ -308,9 +319,25 @@ class ConvertedModel(StnModel):
 
     def forward(self, inputs: Any, hp: HyperBatch, stream: str = "train") -> ModelOutput:
         with self.context.use(hp.hnet, hp.values):
-            prediction = _call(self.module, inputs)
+            if self._watch_dropout_calls and self.training:
+                prediction = self._watched_call(inputs)
+            else:
+                prediction = _call(self.module, inputs)
         penalty = self.penalty(hp) if self.training and self.decay else None
         return ModelOutput(prediction, penalty)
+
+    def _watched_call(self, inputs: Any) -> Tensor:
+        watch = DropoutCallWatch()
+        with watch:
+            prediction = _call(self.module, inputs)
+        self._watch_dropout_calls = False
+        if watch.found is not None:
+            raise ConvertError(
+                f"{watch.found} in the model's forward: conversion cannot drive a functional "
+                "dropout by a hyperparameter; make it a module (self.drop = nn.Dropout(p) ... "
+                "self.drop(x)) so conversion can swap it"
+            )
+        return prediction
 
     def penalty(self, hp: HyperBatch) -> Tensor:
         """``mean_b Σ_hp value_b × Σ‖effective weight‖²`` (a scalar)."""

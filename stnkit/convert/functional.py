@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import sys
 import textwrap
+from types import FrameType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["DROPOUT_FUNCTIONS", "find_functional_dropout"]
+__all__ = ["DROPOUT_FUNCTIONS", "DropoutCallWatch", "find_functional_dropout"]
 
 DROPOUT_FUNCTIONS: frozenset[Any] = frozenset(
     {
@@ -82,3 +85,45 @@ def find_functional_dropout(module: nn.Module) -> str | None:
                 call = ast.unparse(node.func)
                 return f"{filename}:{first + node.lineno - 1}: {call}(...) in {cls.__qualname__}"
     return None
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_STNKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PASS_THROUGH = (os.path.join(_TORCH_DIR, "overrides.py"), os.path.join(_TORCH_DIR, "nn", "functional.py"))
+
+
+def _direct_caller() -> str | None:
+    """``file:line`` of the code that called the dropout function being handled, when that code
+    is neither torch's (``nn.Dropout``, attention) nor stnkit's; else ``None``."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in (*_PASS_THROUGH, __file__):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    filename = frame.f_code.co_filename
+    if filename.startswith(_TORCH_DIR) or filename.startswith(_STNKIT_DIR):
+        return None
+    return f"{filename}:{frame.f_lineno}"
+
+
+class DropoutCallWatch(TorchFunctionMode):
+    """Records the first functional dropout called from outside torch and stnkit while active:
+    the run-time check behind :func:`find_functional_dropout`, for code whose source cannot be
+    read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: str | None = None
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if self.found is None and func in DROPOUT_FUNCTIONS:
+            site = _direct_caller()
+            if site is not None:
+                self.found = f"{site}: {getattr(func, '__name__', 'dropout')}(...)"
+        return func(*args, **(kwargs or {}))

@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 from stnkit.config import ComponentConfig
 from stnkit.data import MAX_CLASSES, Batch, BuildContext, DataInfo, Dataset, check_labels
 from stnkit.errors import DataError
-from stnkit.hookspecs import hookimpl
 from stnkit.imports import import_target
 from stnkit.task import ClassificationTask, LanguageModelTask, LossTask, RegressionTask, Task
 
@@ -363,8 +362,3 @@ def _examples(loader: DataLoader[Any], steps: int | None) -> int:
     except TypeError:
         batch = loader.batch_size or 1
         return (steps or 0) * batch
-
-
-@hookimpl
-def stnkit_register_datasets(register: Callable[[type[Any]], object]) -> None:
-    register(LoaderData)

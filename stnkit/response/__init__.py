@@ -1,5 +1,6 @@
 """Response models: ``stn`` (the paper's), ``delta-stn`` (Bae & Grosse) and ``fixed`` (plain
-training, schedule replay); and the ``module`` model, any torch module in best-response form."""
+training, schedule replay); and the ``module`` model, any torch module in best-response form,
+with the ``loaders`` data set, a user's own DataLoaders: what :class:`stnkit.Tuner` runs."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def stnkit_register_models(register: Callable[[type[Any]], object]) -> None:
     from stnkit.convert.component import ModuleModel
 
     register(ModuleModel)
+
+
+@hookimpl
+def stnkit_register_datasets(register: Callable[[type[Any]], object]) -> None:
+    # the core's one data set: a user's own DataLoaders, named by its recipe section
+    from stnkit.loaders import LoaderData
+
+    register(LoaderData)
 
 
 @hookimpl

@@ -203,8 +203,8 @@ class Tuner:
                 "fit() was already called on this Tuner, and a Tuner runs once: make a new Tuner to "
                 "train again (or pass resume= to a new Tuner to continue a run file)"
             )
+        self._check_first_batch()  # a mistake found here leaves the Tuner ready for another try
         self._fitted = True
-        self._check_first_batch()
         observers = self._observers()
         built = _Copies(self.model)
         if resume is None:

@@ -236,3 +236,12 @@ def test_the_command_line_says_a_tuner_run_is_resumed_and_replayed_from_python(t
     err = " ".join(done.stderr.split())
     assert "an object of the Python session that made this run (stnkit.Tuner)" in err
     assert "result.replay(model_factory)" in err and "Traceback" not in err
+
+
+def test_a_mistake_found_before_training_leaves_the_tuner_ready(tmp_path: Path) -> None:
+    model = PlainMLP(out_features=3).double()
+    tuner = make_tuner(tmp_path, model=model, epochs=1)
+    with pytest.raises(UsageError, match="float64"):
+        tuner.fit()
+    model.float()  # fixed in place: the same Tuner now runs
+    assert tuner.fit().status == "completed"

@@ -332,3 +332,12 @@ def test_module_dropouts_pass_the_run_time_check() -> None:
     converted.train()
     converted(torch.randint(0, 50, (2, 5)), _batch(2, 1, {"dropout": 0.1}))  # no error
     assert not converted._watch_dropout_calls
+
+
+def test_a_failed_conversion_leaves_the_module_as_it_was() -> None:
+    model = PlainMLP()
+    before = {name: type(sub) for name, sub in model.named_modules()}
+    with pytest.raises(ConvertError, match="'momentum'"):
+        convert_module(model, ConvertSpec(), 1, ["dropout", "momentum"])
+    assert {name: type(sub) for name, sub in model.named_modules()} == before
+    convert_module(model, ConvertSpec(), 1, ["dropout"])  # the corrected call converts it

@@ -62,9 +62,10 @@ def _describe(module: nn.Module) -> str:
     return type(module).__name__
 
 
-def _set_child(root: nn.Module, path: str, new: nn.Module) -> None:
+def _set_child(root: nn.Module, path: str, new: nn.Module, undo: list[tuple[str, nn.Module]]) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
+    undo.append((path, getattr(parent, name)))
     setattr(parent, name, new)
 
 
@@ -96,12 +97,35 @@ def convert_in_place(
 
     ``strict``: a hyperparameter that nothing consumes is an error; without it such a name is
     left out of :attr:`Conversion.uses` (a recipe reports it, since another component may use it).
+    On an error the module is left as it was, so a corrected spec can convert it.
     """
+    undo: list[tuple[str, nn.Module]] = []
+    nested = {id(m): m.use_nested_tensor for m in module.modules() if isinstance(m, nn.TransformerEncoder)}
+    try:
+        return _convert(module, spec, n_hyper, hyperparameters, strict, undo)
+    except BaseException:
+        for path, original in reversed(undo):
+            parent_path, _, name = path.rpartition(".")
+            setattr(module.get_submodule(parent_path) if parent_path else module, name, original)
+        for sub in module.modules():
+            if isinstance(sub, nn.TransformerEncoder) and id(sub) in nested:
+                sub.use_nested_tensor = nested[id(sub)]
+        raise
+
+
+def _convert(
+    module: nn.Module,
+    spec: ConvertSpec,
+    n_hyper: int,
+    hyperparameters: Collection[str],
+    strict: bool,
+    undo: list[tuple[str, nn.Module]],
+) -> Conversion:
+    if not isinstance(module, nn.Module):
+        raise ConvertError(f"only a torch nn.Module can be converted, not {type(module).__name__}")
     if isinstance(module, ConvertedModel):
         raise ConvertError("the module is already converted: convert the original module once")
     _check_not_converted(module)
-    if not isinstance(module, nn.Module):
-        raise ConvertError(f"only a torch nn.Module can be converted, not {type(module).__name__}")
     context = HyperContext()
     names = list(dict.fromkeys(hyperparameters))
     originals = dict(module.named_modules())
@@ -177,7 +201,7 @@ def convert_in_place(
             ) from None
         new = converted.module
         new.train(sub.training)
-        _set_child(module, path, new)
+        _set_child(module, path, new, undo)
         done.append(path)
         report.rows.append(ReportRow(path, _describe(sub), _describe(new), _count(sub), _count(new)))
         for local, (relative, attribute) in converted.origins.items():
@@ -220,7 +244,7 @@ def convert_in_place(
             new.hyperparameter = hp
             new.train(sub.training)
             new.bind(site, context)
-            _set_child(module, site, new)
+            _set_child(module, site, new, undo)
             report.rows.append(ReportRow(site, _describe(sub), f"ConvertedDropout({hp})", 0, 0))
         uses[hp] = HyperparameterUse(
             f"dropout rate of {', '.join(paths)}", low=0.0, high=1.0, continuous=True

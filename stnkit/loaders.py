@@ -33,7 +33,7 @@ from stnkit.errors import DataError
 from stnkit.imports import import_target
 from stnkit.task import ClassificationTask, LanguageModelTask, LossTask, RegressionTask, Task
 
-__all__ = ["LoaderData", "Loaders", "describe_batch", "to_batch"]
+__all__ = ["LoaderData", "Loaders", "check_own_loss", "describe_batch", "to_batch"]
 
 TaskName = Literal["classification", "regression", "language-model"]
 
@@ -362,3 +362,27 @@ def _examples(loader: DataLoader[Any], steps: int | None) -> int:
     except TypeError:
         batch = loader.batch_size or 1
         return (steps or 0) * batch
+
+
+def check_own_loss(built: Any) -> None:
+    """Call a user's loss (``data.loss``) once, on the first validation batch at the initial
+    hyperparameters, so that one returning anything but a single number is reported before the
+    run file exists. Evaluation mode, no gradients: no random draw, no state of the run moves."""
+    task = built.parts.task
+    if not isinstance(task, LossTask):
+        return
+    batch = next(iter(built.dataset.valid_batches()), None)
+    if batch is None:
+        return
+    batch = batch.to(built.device)
+    model = built.parts.model
+    was_training = model.training
+    model.eval()
+    model.reset_state("eval")
+    try:
+        with torch.no_grad():
+            output = built.parts.forward(batch.inputs, built.response.eval_batch(batch.size), stream="eval")
+            task.loss(output.prediction, batch.targets)
+    finally:
+        model.reset_state("eval")
+        model.train(was_training)

@@ -10,7 +10,7 @@ import torch
 
 import stnkit
 from stnkit.data import BuildContext
-from stnkit.errors import DataError, RecipeError
+from stnkit.errors import DataError, RecipeError, UsageError
 from stnkit.loaders import LoaderData
 from stnkit.task import ClassificationTask, RegressionTask
 
@@ -113,3 +113,18 @@ def test_a_bad_target_is_a_recipe_problem_at_its_location(tmp_path: Path) -> Non
         stnkit.validate(recipe(tmp_path, target="tests.nowhere:blobs"))
     with pytest.raises(RecipeError, match=r"data\.target: 'tests\.own_data:nothing'"):
         stnkit.validate(recipe(tmp_path, target="tests.own_data:nothing"))
+
+
+def test_a_recipe_names_its_own_loss(tmp_path: Path) -> None:
+    result = stnkit.run(recipe(tmp_path, loss="tests.own_data:smoothed_cross_entropy"))
+    assert result.status == "completed"
+    record = stnkit.open_run(result.path)
+    assert set(record.test) >= {"loss", "accuracy"}
+
+
+def test_a_recipe_loss_that_is_not_a_scalar_says_so(tmp_path: Path) -> None:
+    with pytest.raises(
+        UsageError, match=r"per_example_cross_entropy returned a float32 tensor of shape \(16,\)"
+    ):
+        stnkit.run(recipe(tmp_path, loss="tests.own_data:per_example_cross_entropy"))
+    assert not list(tmp_path.glob("*.h5"))  # found before the run file exists

@@ -355,7 +355,13 @@ class _Copies:
         self.last: nn.Module | None = None
 
     def __call__(self) -> nn.Module:
-        self.last = copy.deepcopy(self.model)
+        try:
+            self.last = copy.deepcopy(self.model)
+        except Exception as error:
+            raise UsageError(
+                f"the model cannot be copied (copy.deepcopy failed: {type(error).__name__}: {error}); "
+                "stnkit trains a converted copy and leaves the given model as it is"
+            ) from error
         return self.last
 
 

@@ -245,3 +245,13 @@ def test_a_mistake_found_before_training_leaves_the_tuner_ready(tmp_path: Path) 
         tuner.fit()
     model.float()  # fixed in place: the same Tuner now runs
     assert tuner.fit().status == "completed"
+
+
+def test_a_model_that_cannot_be_copied(tmp_path: Path) -> None:
+    import threading
+
+    model = PlainMLP(out_features=3)
+    model.lock = threading.Lock()  # type: ignore[assignment]  # deepcopy cannot copy a lock
+    with pytest.raises(UsageError, match=r"the model cannot be copied \(copy.deepcopy failed"):
+        make_tuner(tmp_path, model=model).fit()
+    assert not list(tmp_path.glob("*.h5"))

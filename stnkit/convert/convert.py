@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from stnkit.config import HyperparameterUse
@@ -337,6 +338,17 @@ class ConvertedModel(StnModel):
         # the first training forward watches for functional dropout calls the source check missed
         self._watch_dropout_calls = conversion.tunes_dropout
 
+    #: a built-in model first written by hand sets this: its run files' checkpoints name the
+    #: layers at the top level (``layers.0.weight``), not under ``module.``
+    accept_unprefixed_keys: ClassVar[bool] = False
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        if self.accept_unprefixed_keys:
+            inner = prefix + "module."
+            for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+                state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def consumed(self) -> dict[str, HyperparameterUse]:
         """The hyperparameters this model consumes and how."""
         return dict(self._uses)
@@ -374,12 +386,10 @@ class ConvertedModel(StnModel):
 
 
 def _sum_norms(module: nn.Module, places: list[tuple[str, str]], hnet: Tensor | None) -> Tensor:
-    total: Tensor | None = None
-    for path, attribute in places:
-        norm = _sq_norm(module, path, attribute, hnet)
-        total = norm if total is None else total + norm
-    assert total is not None
-    return total
+    """``Σ‖effective weight‖²`` over ``places``: ``(B,)``, or a scalar when no norm has a batch."""
+    norms = [_sq_norm(module, path, attribute, hnet) for path, attribute in places]
+    shape = torch.broadcast_shapes(*(n.shape for n in norms))
+    return torch.stack([n.expand(shape) for n in norms]).sum(dim=0)
 
 
 def _sq_norm(root: nn.Module, path: str, attribute: str, hnet: Tensor | None) -> Tensor:

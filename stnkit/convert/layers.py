@@ -155,6 +155,14 @@ class ConvertedConv(BestResponse, ConvertedLayer):
             if self.bias is not None and layer.bias is not None:
                 self.bias[0].copy_(layer.bias)
 
+    def reset_parameters(self) -> None:
+        """Draw every stack afresh as :class:`~stnkit.nn.BRConv2d` does (torch's defaults)."""
+        fan_in = self.weight[0, 0].numel()
+        for i in range(self.stacks):
+            nn.init.kaiming_uniform_(self.weight[i], a=5**0.5)
+            if self.bias is not None:
+                uniform_fan_in(self.bias[i], fan_in)
+
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         conv = F.conv1d if self.dims == 1 else F.conv2d
         return conv(x, weight, bias, self.stride, self.padding, self.dilation)

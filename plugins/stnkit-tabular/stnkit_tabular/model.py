@@ -51,6 +51,7 @@ class STNMLP(ConvertedModel):
     }
 
     config: Config
+    accept_unprefixed_keys = True
 
     def __init__(self, config: Config, data: DataInfo, n_hyper: int) -> None:
         if any(size < 1 for size in config.hidden_sizes):
@@ -73,12 +74,6 @@ class STNMLP(ConvertedModel):
             if layer.hyper_weight is not None:
                 init_hyper_weight(layer.hyper_weight)
             layer.reset_parameters()
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # a checkpoint of the hand-built stn-mlp layout names its layers at the top level
-        for key in [k for k in state_dict if k.startswith(prefix + "layers.")]:
-            state_dict[prefix + "module." + key[len(prefix) :]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def layers(self) -> nn.ModuleList:

@@ -6,6 +6,7 @@ Public API::
     recipe = stnkit.load_recipe("recipes/toy-ridge.yaml", overrides=["train.epochs=3"])
     stnkit.validate(recipe)            # every check a run makes before its run file exists
     result = stnkit.run(recipe)        # or stnkit.run("recipe.yaml")
+    result = stnkit.Tuner(model, hyperparameters={"dropout": 0.1}, train=train, valid=valid).fit()
     record = stnkit.open_run(result.path)
     stnkit.resume(result.path)         # continue a stopped or crashed run from its checkpoint
 
@@ -26,11 +27,14 @@ if TYPE_CHECKING:
     from stnkit.recipe import Recipe, load_recipe
     from stnkit.runner import RunResult, resume, run, validate
     from stnkit.store.reader import RunRecord, open_run
+    from stnkit.tuner import FitResult, Tuner
 
 __all__ = [
+    "FitResult",
     "Recipe",
     "RunRecord",
     "RunResult",
+    "Tuner",
     "__version__",
     "errors",
     "hookimpl",
@@ -52,6 +56,8 @@ _WHERE = {
     "validate": "stnkit.runner",
     "RunRecord": "stnkit.store.reader",
     "open_run": "stnkit.store.reader",
+    "FitResult": "stnkit.tuner",
+    "Tuner": "stnkit.tuner",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,14 +191,15 @@ def _non_finite(value: Any, where: str) -> list[str]:
 def _check_consumers(
     recipe: Recipe,
     kinds: dict[str, HyperKind],
-    consumers: Sequence[tuple[str, type[Any]]],
+    consumers: Sequence[tuple[str, Mapping[str, HyperparameterUse]]],
     response_tunes: bool,
     problems: list[Problem],
 ) -> dict[str, float]:
-    """Cross-check declarations against consumers; return the constants (undeclared defaults)."""
+    """Cross-check declarations against consumers (each one's label and the hyperparameters it
+    consumes); return the constants (undeclared defaults)."""
     uses: dict[str, list[tuple[str, HyperparameterUse]]] = {}
-    for label, cls in consumers:
-        for name, use in getattr(cls, "hyperparameters", {}).items():
+    for label, consumed in consumers:
+        for name, use in consumed.items():
             uses.setdefault(name, []).append((label, use))
     consumable = ", ".join(sorted(uses)) or "none"
     for name in recipe.hyperparameters:
@@ -297,14 +298,19 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     ]
     kinds = _validate_kinds(recipe, plugins, problems)
     observers = _validate_observers(recipe, plugins, problems, context)
-    consumers: list[tuple[str, type[Any]]] = []
+    consumers: list[tuple[str, Mapping[str, HyperparameterUse]]] = []
     if model is not None:
-        consumers.append((f"model {recipe.model.name!r}", model.cls))
+        model = Chosen(model.cls, model.cls.bind_config(model.config, list(kinds)), model.where)
+        model_uses = _consumed(model, list(kinds), problems)
+        if model_uses is None:
+            model = None
+        else:
+            consumers.append((f"model {recipe.model.name!r}", model_uses))
     for chosen, section in zip(augment, recipe.augment, strict=True):
         if chosen is not None:
-            consumers.append((f"augmentation {section.name!r}", chosen.cls))
+            consumers.append((f"augmentation {section.name!r}", chosen.cls.hyperparameters))
     if objective is not None:
-        consumers.append((f"objective {recipe.objective.name!r}", objective.cls))
+        consumers.append((f"objective {recipe.objective.name!r}", objective.cls.hyperparameters))
     tunes = response is not None and response.cls.tunes
     constants: dict[str, float] = {}
     if model is not None and all(a is not None for a in augment) and objective is not None:
@@ -348,6 +354,18 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         device=device,
         observers=observers,
     )
+
+
+def _consumed(
+    chosen: Chosen, declared: list[str], problems: list[Problem]
+) -> Mapping[str, HyperparameterUse] | None:
+    """What ``chosen`` consumes under its config; ``None`` (its problems recorded) where the
+    config cannot say (a model that must be built to know, and fails to build)."""
+    try:
+        return chosen.cls.hyperparameters_for(chosen.config, declared)  # type: ignore[no-any-return]
+    except RecipeError as error:
+        problems.extend(error.problems)
+        return None
 
 
 def _validate_observers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -79,3 +80,9 @@ class Component:
     name: ClassVar[str]
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {}
+
+    @classmethod
+    def hyperparameters_for(cls, config: Any, declared: Collection[str]) -> dict[str, HyperparameterUse]:
+        """The hyperparameters this component consumes under ``config``, given the names the
+        recipe declares: :attr:`hyperparameters` unless what it consumes depends on them."""
+        return cls.hyperparameters

@@ -10,6 +10,7 @@ prints its message (and nothing else) and exits with its ``exit_code``. Anything
     ├── UsageError                  exit 2: bad input from the user
     │   ├── RecipeError             one or more ``location: message`` problems in a recipe
     │   ├── DataError               a data file is missing or malformed
+    │   ├── ConvertError            a torch module cannot be converted to best-response form as asked
     │   └── RunFileError            a run file is missing, not a stnkit run, damaged, or locked
     ├── RunFileWriteError           the run file could not be written (disk full, removed)
     ├── PluginError                 a plugin failed to import, register or validate
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "ConvertError",
     "DataError",
     "DistributedError",
     "DivergenceError",
@@ -81,6 +83,20 @@ class RecipeError(UsageError):
 
 class DataError(UsageError):
     """A data set cannot be read: missing file, wrong format, inconsistent arrays."""
+
+
+class ConvertError(UsageError):
+    """A torch module cannot be converted as asked: nothing to convert, a layer type conversion
+    cannot handle, a hyperparameter or a pattern that matches nothing, a dropout it cannot see.
+
+    ``location``: where in a conversion spec the problem lies, dotted (``dropout.attn_dropout``,
+    ``targets``), or ``hyperparameters.<name>`` for a hyperparameter; ``None`` when it is the
+    module itself. The recipe side turns it into a recipe location.
+    """
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        self.location = location
+        super().__init__(message)
 
 
 class RunFileError(UsageError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,12 @@ class StnModel(nn.Module, Component):
 
     def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
         raise NotImplementedError
+
+    @classmethod
+    def bind_config(cls, config: Any, declared: Collection[str]) -> Any:
+        """The config the model is built with, given the declared hyperparameter names (for a
+        model whose layers depend on them); by default ``config`` itself."""
+        return config
 
     def reset_state(self, stream: str) -> None:
         """Forget the carried state of ``stream`` (start of a pass). Stateless models do nothing."""

@@ -24,6 +24,7 @@ from stnkit.errors import RecipeError, RunFileError, UsageError
 from stnkit.events import RunEnd, RunInfo
 from stnkit.interrupts import Deferral
 from stnkit.killpoints import signal_point
+from stnkit.loaders import check_own_loss
 from stnkit.nn import count_parameters
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import Recipe, load_recipe, parse_recipe
@@ -237,6 +238,7 @@ def _run(
     metadata: Mapping[str, str] | None,
 ) -> RunResult:
     built = _build_everywhere(lambda: prepare(parsed, (), plugins))
+    check_own_loss(built)  # a user's loss that is not a scalar: found before the run file exists
     recipe_obj = built.recipe
 
     def open_store() -> tuple[Path | None, object | None]:

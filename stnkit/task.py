@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ClassificationTask", "LanguageModelTask", "RegressionTask", "Task"]
+from stnkit.errors import UsageError
+
+__all__ = ["ClassificationTask", "LanguageModelTask", "LossTask", "RegressionTask", "Task"]
 
 
 class Task:
@@ -92,3 +94,48 @@ class LanguageModelTask(ClassificationTask):
         # exp overflows past ~709; a diverged model's perplexity is reported as inf, not an error
         perplexity = math.exp(base["loss"]) if base["loss"] < 700 else math.inf
         return {"loss": base["loss"], "perplexity": perplexity, "accuracy": base["accuracy"]}
+
+
+class LossTask(Task):
+    """A user's loss, ``loss_fn(prediction, targets) -> scalar tensor``, as a task.
+
+    ``base`` (optional) adds its metrics (accuracy, rmse...), computed its own way; ``loss``, the
+    one the best epoch is chosen by, is the user's, averaged over examples (batches weighted by
+    their size, as the user's loss is taken to be a mean over the batch).
+    """
+
+    name = "loss"
+
+    def __init__(self, loss_fn: Callable[[Tensor, Tensor], Tensor], label: str, base: Task | None = None):
+        self.loss_fn = loss_fn
+        self.label = label
+        self.base = base
+        self.metrics = ("loss", *(m for m in (base.metrics if base else ()) if m != "loss"))
+        self.higher_is_better = base.higher_is_better if base else frozenset()
+        self.num_classes = getattr(base, "num_classes", None)
+
+    def loss(self, prediction: Tensor, targets: Tensor) -> Tensor:
+        value = self.loss_fn(prediction, targets)
+        if not isinstance(value, Tensor) or value.numel() != 1 or not value.is_floating_point():
+            raise UsageError(
+                f"the loss {self.label} returned {_describe_value(value)}; it must return one number "
+                "as a float tensor (reduce a per-example loss with .mean())"
+            )
+        return value.reshape(())
+
+    def batch_stats(self, prediction: Tensor, targets: Tensor) -> dict[str, float]:
+        stats = self.base.batch_stats(prediction, targets) if self.base is not None else {}
+        size = float(targets.shape[0]) if targets.ndim else 1.0
+        stats["own_loss"] = float(self.loss(prediction, targets)) * size
+        stats["own_count"] = size
+        return stats
+
+    def summarize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        out = self.base.summarize(sums) if self.base is not None else {}
+        return {**out, "loss": sums["own_loss"] / max(sums["own_count"], 1.0)}
+
+
+def _describe_value(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"

@@ -1,9 +1,11 @@
 """Response models: ``stn`` (the paper's), ``delta-stn`` (Bae & Grosse) and ``fixed`` (plain
-training, schedule replay)."""
+training, schedule replay); and the ``module`` model, any torch module in best-response form,
+with the ``loaders`` data set, a user's own DataLoaders: what :class:`stnkit.Tuner` runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from stnkit.hookspecs import hookimpl
 from stnkit.response.base import ResponseModel, TrainingParts, hyper_update, train_on
@@ -20,6 +22,22 @@ __all__ = [
     "hyper_update",
     "train_on",
 ]
+
+
+@hookimpl
+def stnkit_register_models(register: Callable[[type[Any]], object]) -> None:
+    # the core's one model: a user's own torch class, converted by its recipe section
+    from stnkit.convert.component import ModuleModel
+
+    register(ModuleModel)
+
+
+@hookimpl
+def stnkit_register_datasets(register: Callable[[type[Any]], object]) -> None:
+    # the core's one data set: a user's own DataLoaders, named by its recipe section
+    from stnkit.loaders import LoaderData
+
+    register(LoaderData)
 
 
 @hookimpl

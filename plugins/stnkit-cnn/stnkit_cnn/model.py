@@ -1,6 +1,7 @@
 """Self-Tuning CNNs: the paper's AlexNet and a small one sized for CPUs.
 
-Every convolution and fully connected layer is a best-response layer. Dropout is placed as in
+Each is a plain torch :class:`~stnkit_cnn.nets.ConvNet` converted by :mod:`stnkit.convert`:
+every convolution and fully connected layer becomes a best-response layer. Dropout is placed as in
 the authors' released code (``cnn/hypermodels/alexnet.py``): after each convolution's ReLU and
 max-pool, per-example *channel-wise* dropout (whole feature maps); on the inputs of the hidden
 fully connected layers, per-example elementwise dropout; nothing before the classifier. Both
@@ -18,19 +19,18 @@ Where stnkit differs from the released network on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import Tensor, nn
+from torch import nn
 
 from stnkit.config import ComponentConfig, HyperparameterUse
+from stnkit.convert import ConvertedModel, ConvertSpec, convert_in_place
 from stnkit.data import DataInfo
-from stnkit.hyper.space import HyperBatch
-from stnkit.model import ModelOutput, StnModel
-from stnkit.nn import BRConv2d, BRLinear, channel_dropout, dropout
+from stnkit.nn import BRLinear
+from stnkit.nn.base import init_hyper_weight
+from stnkit_cnn.nets import Block, ConvNet
 
 __all__ = ["STNAlexNet", "STNSmallCNN"]
 
@@ -49,75 +49,62 @@ def _widths(value: list[int], count: int, layers: str) -> list[int]:
     return value
 
 
-@dataclass(frozen=True)
-class _Conv:
-    """One convolution block: ``kernel`` x ``kernel``, ``stride``, 'same' padding, then ReLU, then
-    (if ``pool``) max-pooling with window ``pool`` and stride ``pool_stride``."""
-
-    kernel: int
-    stride: int = 1
-    pool: int = 0
-    pool_stride: int = 0
-
-
-def _out(size: int, kernel: int, stride: int, padding: int = 0) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-class _ConvNet(StnModel):
-    """Shared forward pass: conv blocks (conv → ReLU → optional max-pool → channel dropout), then
-    fully connected blocks (dropout → linear → ReLU), then the classifier.
-
-    ``conv_names[i]`` is the dropout rate after block ``i``; ``fc_names[j]`` the rate on the
-    input of hidden fully connected layer ``j``.
-    """
+class _ConvNet(ConvertedModel):
+    """A :class:`~stnkit_cnn.nets.ConvNet` converted with ``conv_names[i]`` driving the channel
+    dropout after block ``i`` and ``fc_names[j]`` the dropout on the input of hidden fully
+    connected layer ``j``."""
 
     conv_names: ClassVar[tuple[str, ...]]
     fc_names: ClassVar[tuple[str, ...]]
-    blocks: ClassVar[tuple[_Conv, ...]]
-    mean: Tensor
-    std: Tensor
+    blocks: ClassVar[tuple[Block, ...]]
+    accept_unprefixed_keys = True
 
-    def _build(self, data: DataInfo, channels: list[int], fc: list[int], n_hyper: int) -> None:
-        in_channels, height, width = data.input_shape
+    def _build(self, config: Any, data: DataInfo, channels: list[int], fc: list[int], n_hyper: int) -> None:
+        in_channels = data.input_shape[0]
         mean = data.extras.get("mean", [0.0] * in_channels)
         std = data.extras.get("std", [1.0] * in_channels)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.convs = nn.ModuleList()
-        for out_channels, block in zip(channels, self.blocks, strict=True):
-            padding = block.kernel // 2
-            conv = BRConv2d(in_channels, out_channels, block.kernel, n_hyper, block.stride, padding)
-            self.convs.append(conv)
-            in_channels = out_channels
-            height = _out(height, block.kernel, block.stride, padding)
-            width = _out(width, block.kernel, block.stride, padding)
-            if block.pool:
-                height = _out(height, block.pool, block.pool_stride)
-                width = _out(width, block.pool, block.pool_stride)
-            if height < 1 or width < 1:
-                raise ValueError(f"inputs of {data.input_shape[1:]} pixels are too small for this network")
-        features = in_channels * height * width
-        self.features = features
-        self.fcs = nn.ModuleList()
-        for size in fc:
-            self.fcs.append(BRLinear(features, size, n_hyper))
-            features = size
-        self.classifier = BRLinear(features, data.output_size, n_hyper)
+        start = torch.get_rng_state()
+        net = ConvNet(data.input_shape, self.blocks, channels, fc, data.output_size, mean, std)
+        dropout = {name: [f"conv_dropout.{i}"] for i, name in enumerate(self.conv_names)}
+        dropout |= {name: [f"fc_dropout.{j}"] for j, name in enumerate(self.fc_names)}
+        spec = ConvertSpec(dropout=dropout)
+        conversion = convert_in_place(net, spec, n_hyper, list(self.hyperparameters), strict=False)
+        super().__init__(net, conversion)
+        self.config = config
+        self.data = data
+        # The weights are drawn again from the same random state in the best-response layers'
+        # order (per layer: V, then each stack's weight and bias), the same distributions as
+        # torch's: a seeded run keeps the numbers its documented measurements were made with.
+        torch.set_rng_state(start)
+        for layer in [*self.convs, *self.fcs, self.classifier]:
+            hyper = getattr(layer, "hyper_weight", None)
+            if hyper is not None:
+                init_hyper_weight(hyper)
+            layer.reset_parameters()
 
-    def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
-        """``inputs`` ``(B, C, H, W)`` in [0, 1] → logits ``(B, classes)``."""
-        training = self.training
-        x = (inputs - self.mean) / self.std
-        for conv, name, block in zip(self.convs, self.conv_names, self.blocks, strict=True):
-            x = F.relu(conv(x, hp.hnet))
-            if block.pool:
-                x = F.max_pool2d(x, kernel_size=block.pool, stride=block.pool_stride)
-            x = channel_dropout(x, hp[name], training)
-        x = x.flatten(1)
-        for fc, name in zip(self.fcs, self.fc_names, strict=True):
-            x = F.relu(fc(dropout(x, hp[name], training), hp.hnet))
-        return ModelOutput(self.classifier(x, hp.hnet))
+    @property
+    def convs(self) -> nn.ModuleList:
+        convs = self.module.convs
+        assert isinstance(convs, nn.ModuleList)
+        return convs
+
+    @property
+    def fcs(self) -> nn.ModuleList:
+        fcs = self.module.fcs
+        assert isinstance(fcs, nn.ModuleList)
+        return fcs
+
+    @property
+    def classifier(self) -> BRLinear:
+        classifier = self.module.classifier
+        assert isinstance(classifier, BRLinear)
+        return classifier
+
+    @property
+    def features(self) -> int:
+        net = self.module
+        assert isinstance(net, ConvNet)
+        return net.features
 
 
 class STNAlexNet(_ConvNet):
@@ -136,11 +123,11 @@ class STNAlexNet(_ConvNet):
     conv_names = tuple(f"dropout_conv{i}" for i in range(1, 6))
     fc_names = ("dropout_fc1", "dropout_fc2")
     blocks = (
-        _Conv(3, stride=2, pool=2, pool_stride=2),
-        _Conv(3, pool=2, pool_stride=2),
-        _Conv(3),
-        _Conv(3),
-        _Conv(3, pool=2, pool_stride=2),
+        Block(3, stride=2, pool=2, pool_stride=2),
+        Block(3, pool=2, pool_stride=2),
+        Block(3),
+        Block(3),
+        Block(3, pool=2, pool_stride=2),
     )
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {
         **{n: _dropout_use(f"of whole channels after convolution {n[-1]}") for n in conv_names},
@@ -164,8 +151,7 @@ class STNAlexNet(_ConvNet):
     config: Config
 
     def __init__(self, config: Config, data: DataInfo, n_hyper: int) -> None:
-        super().__init__(config, data, n_hyper)
-        self._build(data, config.channels, config.fc, n_hyper)
+        self._build(config, data, config.channels, config.fc, n_hyper)
 
 
 class STNSmallCNN(_ConvNet):
@@ -177,7 +163,7 @@ class STNSmallCNN(_ConvNet):
     name = "stn-cnn"
     conv_names = ("dropout_conv1", "dropout_conv2")
     fc_names = ("dropout_fc1",)
-    blocks = (_Conv(3, pool=3, pool_stride=2), _Conv(3, pool=3, pool_stride=2))
+    blocks = (Block(3, pool=3, pool_stride=2), Block(3, pool=3, pool_stride=2))
     hyperparameters: ClassVar[dict[str, HyperparameterUse]] = {
         "dropout_conv1": _dropout_use("of whole channels after convolution 1"),
         "dropout_conv2": _dropout_use("of whole channels after convolution 2"),
@@ -196,5 +182,4 @@ class STNSmallCNN(_ConvNet):
     config: Config
 
     def __init__(self, config: Config, data: DataInfo, n_hyper: int) -> None:
-        super().__init__(config, data, n_hyper)
-        self._build(data, config.channels, [config.hidden], n_hyper)
+        self._build(config, data, config.channels, [config.hidden], n_hyper)

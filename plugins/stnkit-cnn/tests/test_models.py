@@ -140,3 +140,24 @@ def test_conv_dropout_drops_whole_channels_per_example() -> None:
     kept = alive.float().mean(dim=1)
     assert float(kept[0::2].mean()) > 0.9  # rate 0: (almost) every channel alive after ReLU
     assert float(kept[1::2].mean()) < 0.2  # rate 0.9: about one channel in ten kept
+
+
+def test_the_cnns_are_a_converted_plain_torch_convnet() -> None:
+    from stnkit.convert import ConvertedModel
+    from stnkit_cnn.nets import ConvNet
+
+    info = DataInfo(ClassificationTask(10), (3, 32, 32), 1, 8, 8, output_size=10)
+    config = STNSmallCNN.Config(channels=[8, 8], hidden=16)
+    model = STNSmallCNN(config, info, 3)
+    assert isinstance(model, ConvertedModel) and type(model.module) is ConvNet
+    assert model.report.dropout == {
+        "dropout_conv1": ["conv_dropout.0"],
+        "dropout_conv2": ["conv_dropout.1"],
+        "dropout_fc1": ["fc_dropout.0"],
+    }
+    # a checkpoint whose keys name the layers at the top level loads into the same weights
+    flat = {k.removeprefix("module."): v.clone() for k, v in model.state_dict().items()}
+    other = STNSmallCNN(config, info, 3)
+    other.load_state_dict(flat)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value)

@@ -1,34 +1,31 @@
-"""``stn-mlp``: a multilayer perceptron of best-response linear layers."""
+"""``stn-mlp``: the plain torch :class:`~stnkit_tabular.mlp.MLP`, converted to best-response form."""
 
 from __future__ import annotations
 
-import itertools
-from typing import ClassVar, Literal
+import math
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from stnkit.config import ComponentConfig, HyperparameterUse
+from stnkit.convert import ConvertedModel, ConvertSpec, convert_in_place
 from stnkit.data import DataInfo
 from stnkit.hyper.space import HyperBatch
-from stnkit.model import ModelOutput, StnModel
-from stnkit.nn import BRLinear, dropout
+from stnkit.model import ModelOutput
+from stnkit.nn import BRLinear
+from stnkit.nn.base import init_hyper_weight
+from stnkit_tabular.mlp import MLP
 
 __all__ = ["STNMLP"]
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-}
 
-
-class STNMLP(StnModel):
-    """Inputs ``(B, ...)`` are flattened; hidden layers are ``activation(BRLinear)`` followed by
-    dropout; the last layer is linear. With no hidden layers it is a linear model.
+class STNMLP(ConvertedModel):
+    """Inputs ``(B, ...)`` are flattened; hidden layers are ``activation(Linear)`` followed by
+    dropout; the last layer is linear. With no hidden layers it is a linear model. Built as a
+    plain :class:`~stnkit_tabular.mlp.MLP` and converted by :func:`stnkit.convert.convert_in_place`
+    with the default rules.
 
     Hyperparameters: ``weight_decay`` adds ``weight_decay × Σ‖effective W‖²`` (biases excluded)
     to the training loss; ``dropout`` is the dropout rate on hidden units; ``input_dropout`` the
@@ -54,36 +51,39 @@ class STNMLP(StnModel):
     }
 
     config: Config
+    accept_unprefixed_keys = True
 
     def __init__(self, config: Config, data: DataInfo, n_hyper: int) -> None:
-        super().__init__(config, data, n_hyper)
         if any(size < 1 for size in config.hidden_sizes):
             raise ValueError("hidden sizes must be positive")
-        features = 1
-        for dim in data.input_shape:
-            features *= dim
-        sizes = [features, *config.hidden_sizes, data.output_size]
-        self.layers = nn.ModuleList(BRLinear(i, o, n_hyper) for i, o in itertools.pairwise(sizes))
-        self.activation = _ACTIVATIONS[config.activation]()
+        features = math.prod(data.input_shape)
+        start = torch.get_rng_state()
+        module = MLP(features, config.hidden_sizes, data.output_size, config.activation)
+        # every hyperparameter, declared or not: an undeclared one is a constant (0) all the same
+        names = list(self.hyperparameters)
+        conversion = convert_in_place(module, ConvertSpec(), n_hyper, names, strict=False)
+        super().__init__(module, conversion)
+        self.config = config
+        self.data = data
+        # The weights are drawn again from the same random state in BRLinear's order (per
+        # layer: V, then each stack's weight and bias), the same distributions as nn.Linear's:
+        # a seeded stn-mlp run keeps the numbers its documented measurements were made with.
+        torch.set_rng_state(start)
+        for layer in self.layers:
+            assert isinstance(layer, BRLinear)
+            if layer.hyper_weight is not None:
+                init_hyper_weight(layer.hyper_weight)
+            layer.reset_parameters()
 
-    def forward(self, inputs: Tensor, hp: HyperBatch, stream: str = "train") -> ModelOutput:
-        # a batch built by hand (not by a run, which fills in every default) may lack the rate
-        rate = hp.values.get("input_dropout", 0.0)
-        h = dropout(inputs.reshape(inputs.shape[0], -1), rate, self.training)
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            h = layer(h, hp.hnet)
-            if index < last:
-                h = dropout(self.activation(h), hp["dropout"], self.training)
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The converted linear layers, first to last."""
+        layers = self.module.layers
+        assert isinstance(layers, nn.ModuleList)
+        return layers
+
+    def forward(self, inputs: Any, hp: HyperBatch, stream: str = "train") -> ModelOutput:
+        output = super().forward(inputs, hp, stream)
         if self.data.output_size == 1 and not hasattr(self.data.task, "num_classes"):
-            h = h.squeeze(-1)
-        penalty = None
-        if self.training:
-            norms = torch.stack([_linear(layer).weight_sq_norm(hp.hnet) for layer in self.layers]).sum(dim=0)
-            penalty = (hp["weight_decay"] * norms).mean()
-        return ModelOutput(h, penalty)
-
-
-def _linear(module: nn.Module) -> BRLinear:
-    assert isinstance(module, BRLinear)
-    return module
+            output.prediction = output.prediction.squeeze(-1)
+        return output

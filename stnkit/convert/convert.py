@@ -388,7 +388,7 @@ class ConvertedModel(StnModel):
 def _sum_norms(module: nn.Module, places: list[tuple[str, str]], hnet: Tensor | None) -> Tensor:
     """``Σ‖effective weight‖²`` over ``places``: ``(B,)``, or a scalar when no norm has a batch."""
     norms = [_sq_norm(module, path, attribute, hnet) for path, attribute in places]
-    shape = torch.broadcast_shapes(*(n.shape for n in norms))
+    shape = max((n.shape for n in norms), key=len)  # a scalar or (B,): the longest broadcasts
     return torch.stack([n.expand(shape) for n in norms]).sum(dim=0)
 
 

@@ -136,3 +136,18 @@ def test_a_converted_run_resumes_bit_identically(tmp_path: Path) -> None:
     assert stnkit.resume(path).status == "completed"
     assert reference.path is not None
     assert_same(reference.path, path)
+
+
+def test_replay_and_tune_work_on_a_converted_model(tmp_path: Path) -> None:
+    recipe = module_recipe(tmp_path)
+    result = stnkit.run(recipe, out_dir=tmp_path / "runs")
+    assert result.path is not None
+    out = tmp_path / "replays"
+    assert main(["replay", str(result.path), "--quiet", "--out", str(out)]) == 0
+    (replayed,) = out.glob("*.h5")
+    assert stnkit.open_run(replayed).status == "completed"
+    studies = tmp_path / "studies"
+    args = ["tune", str(recipe), "--method", "random", "--trials", "2", "--seed", "0", "--quiet"]
+    assert main([*args, "--out", str(studies), "--set", "train.epochs=2"]) == 0
+    trials = list(studies.rglob("*.h5"))
+    assert len(trials) == 2 and all(stnkit.open_run(t).status == "completed" for t in trials)

@@ -341,3 +341,33 @@ def test_a_failed_conversion_leaves_the_module_as_it_was() -> None:
         convert_module(model, ConvertSpec(), 1, ["dropout", "momentum"])
     assert {name: type(sub) for name, sub in model.named_modules()} == before
     convert_module(model, ConvertSpec(), 1, ["dropout"])  # the corrected call converts it
+
+
+class _CrossAttention(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, dropout=0.1, batch_first=batch_first)
+
+    def forward(self, query: Tensor, memory: Tensor, padding: Tensor) -> tuple[Tensor, Tensor]:
+        out, weights = self.attn(query, memory, memory, key_padding_mask=padding)
+        return out, weights
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_standalone_attention_keeps_outputs_and_weights(batch_first: bool) -> None:
+    torch.manual_seed(0)
+    model = _CrossAttention(batch_first)
+    original = copy.deepcopy(model).eval()
+    converted = convert_module(model, ConvertSpec(), 1, ["attn_dropout"])
+    converted.eval()
+    shape = (3, 4, 8) if batch_first else (4, 3, 8)
+    memory_shape = (3, 6, 8) if batch_first else (6, 3, 8)
+    query, memory = torch.randn(shape), torch.randn(memory_shape)
+    padding = torch.zeros(3, 6, dtype=torch.bool)
+    padding[:, -2:] = True
+    with torch.no_grad():
+        expected = original(query, memory, padding)
+        got = converted((query, memory, padding), _batch(3, 1, {"attn_dropout": 0.1}, "zero")).prediction
+    torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-6, rtol=0)
+    assert converted.report.dropout == {"attn_dropout": ["attn.dropout"]}

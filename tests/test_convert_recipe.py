@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,61 @@ def test_a_converted_run_resumes_bit_identically(tmp_path: Path) -> None:
     assert stnkit.resume(path).status == "completed"
     assert reference.path is not None
     assert_same(reference.path, path)
+
+
+def test_replay_and_tune_work_on_a_converted_model(tmp_path: Path) -> None:
+    recipe = module_recipe(tmp_path)
+    result = stnkit.run(recipe, out_dir=tmp_path / "runs")
+    assert result.path is not None
+    out = tmp_path / "replays"
+    assert main(["replay", str(result.path), "--quiet", "--out", str(out)]) == 0
+    (replayed,) = out.glob("*.h5")
+    assert stnkit.open_run(replayed).status == "completed"
+    studies = tmp_path / "studies"
+    args = ["tune", str(recipe), "--method", "random", "--trials", "2", "--seed", "0", "--quiet"]
+    assert main([*args, "--out", str(studies), "--set", "train.epochs=2"]) == 0
+    trials = list(studies.rglob("*.h5"))
+    assert len(trials) == 2 and all(stnkit.open_run(t).status == "completed" for t in trials)
+
+
+def test_a_converted_run_survives_sigkill_and_resumes_exactly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_resume import trajectories, wait_for_step
+
+    def recipe(folder: Path) -> Path:
+        path = module_recipe(folder)
+        data = yaml.safe_load(path.read_text())
+        data["train"]["epochs"] = 40
+        data["store"].update({"checkpoint_steps": 2, "flush_seconds": 0.05})
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    reference = stnkit.run(recipe(tmp_path / "a"))
+    assert reference.path is not None
+    killed = recipe(tmp_path / "b")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stnkit", "run", str(killed), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        cwd=Path(__file__).parents[1],  # where tests.own_models is importable
+    )
+    runs = tmp_path / "b" / "runs"
+    for _ in range(6000):
+        if list(runs.glob("*.h5")) or process.poll() is not None:
+            break
+        time.sleep(0.01)
+    (path,) = runs.glob("*.h5")
+    wait_for_step(process, path, 30)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode != 0, "the run finished before the kill; lengthen it"
+    assert stnkit.open_run(path).status == "interrupted"
+    assert stnkit.resume(path).status == "completed"
+    expected, got = trajectories(reference.path), trajectories(path)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)

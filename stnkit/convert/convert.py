@@ -338,8 +338,8 @@ class ConvertedModel(StnModel):
         # the first training forward watches for functional dropout calls the source check missed
         self._watch_dropout_calls = conversion.tunes_dropout
 
-    #: a built-in model first written by hand sets this: its run files' checkpoints name the
-    #: layers at the top level (``layers.0.weight``), not under ``module.``
+    #: set by a model whose run files' checkpoints name its layers at the top level
+    #: (``layers.0.weight``) rather than under ``module.``: they load all the same
     accept_unprefixed_keys: ClassVar[bool] = False
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -388,7 +388,7 @@ class ConvertedModel(StnModel):
 def _sum_norms(module: nn.Module, places: list[tuple[str, str]], hnet: Tensor | None) -> Tensor:
     """``Σ‖effective weight‖²`` over ``places``: ``(B,)``, or a scalar when no norm has a batch."""
     norms = [_sq_norm(module, path, attribute, hnet) for path, attribute in places]
-    shape = torch.broadcast_shapes(*(n.shape for n in norms))
+    shape = max((n.shape for n in norms), key=len)  # a scalar or (B,): the longest broadcasts
     return torch.stack([n.expand(shape) for n in norms]).sum(dim=0)
 
 

@@ -73,12 +73,12 @@ def _validate(recipe: Path, capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
-        ({"target": "tests.no_such_module:Net"}, "model.target: cannot import module 'tests.no_such_module'"),
+        ({"target": "tests.no_such_module:Net"}, "model.target: cannot import 'tests.no_such_module'"),
         (
             {"target": "tests.own_models:Missing"},
-            "model.target: module 'tests.own_models' has no attribute 'Missing'",
+            "model.target: 'tests.own_models:Missing': module 'tests.own_models' has no attribute 'Missing'",
         ),
-        ({"target": "tests.own_models"}, "is not of the form 'package.module:Class'"),
+        ({"target": "tests.own_models"}, "must be 'package.module:name'"),
         ({"target": "tests.own_models:math"}, "is not a class or function"),
         (
             {"target": "tests.own_models:make_tensor", "args": {}},

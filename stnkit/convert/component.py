@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Collection
 from typing import Any
 
@@ -23,25 +22,14 @@ from stnkit.convert.convert import Conversion, ConvertedModel, convert_in_place
 from stnkit.convert.spec import ConvertSpec
 from stnkit.data import DataInfo
 from stnkit.errors import ConvertError, RecipeError
+from stnkit.imports import import_target
 
-__all__ = ["ModuleModel", "import_target"]
+__all__ = ["ModuleModel"]
 
 
-def import_target(target: str) -> Any:
-    """The object ``"pkg.mod:Attr"`` (``Attr`` may be dotted) names; ``ValueError`` saying why not."""
-    module_name, colon, attribute = target.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ValueError(f"{target!r} is not of the form 'package.module:Class'")
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"cannot import module {module_name!r}: {error}") from None
-    except Exception as error:  # the user's module failed while importing
-        raise ValueError(f"importing {module_name!r} failed: {type(error).__name__}: {error}") from None
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise ValueError(f"module {module_name!r} has no attribute {attribute!r}")
-        found = getattr(found, part)
+def _factory(target: str) -> Any:
+    """The class or function ``target`` names; ``ValueError`` saying why not."""
+    found = import_target(target)
     if not callable(found):
         raise ValueError(f"{target!r} is not a class or function")
     return found
@@ -65,7 +53,7 @@ class ModuleModel(ConvertedModel):
         @field_validator("target")
         @classmethod
         def _importable(cls, value: str) -> str:
-            import_target(value)
+            _factory(value)
             return value
 
     config: Config
@@ -90,7 +78,7 @@ class ModuleModel(ConvertedModel):
 
 
 def _instantiate(config: ModuleModel.Config) -> nn.Module:
-    factory = import_target(config.target)
+    factory = _factory(config.target)
     try:
         module = factory(**config.args)
     except Exception as error:  # the user's constructor: its message, at its recipe location

@@ -236,7 +236,7 @@ class Engine:
     def _apply_lr_rule(self, val_loss: float) -> None:
         """``train.lr_decay`` after an epoch whose validation loss is ``val_loss``."""
         decay = self.train_cfg.lr_decay
-        history = self.val_losses  # the earlier epochs' validation losses
+        history = self.val_losses  # the past epochs' validation losses
         if decay is not None:
             if decay.rule == "plateau":
                 assert decay.patience is not None

@@ -90,15 +90,15 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, description="plain L2 decay applied by the optimizer")
-    # bounded like torch's own check, which otherwise raises a ValueError (a traceback) at build time
+    # bounded like torch's own check, so the recipe, not the optimizer's constructor, reports it
     betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
 
     @model_validator(mode="after")
     def _check_nesterov(self) -> OptimizerConfig:
-        # torch.optim.SGD raises a ValueError (a traceback at build time) for nesterov without
-        # momentum, and the other optimizers would silently ignore the option
+        # torch.optim.SGD refuses nesterov without momentum only when it is built, and the other
+        # optimizers would silently ignore the option
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise ValueError("nesterov needs name 'sgd' and a momentum above 0")
         return self
@@ -124,7 +124,7 @@ class LrDecayConfig(_Strict):
 
     ``plateau``: once the validation loss has not improved for more than ``patience`` epochs
     (then the count restarts). ``nonmonotone`` (the released STN code's rule, from AWD-LSTM's
-    NT-ASGD trigger): when the epoch's validation loss is above the minimum over all earlier
+    NT-ASGD trigger): when the epoch's validation loss is above the minimum over all past
     epochs except the last ``window`` ones (so only once more than ``window`` epochs are done).
     ``stop_below`` ends the run (status completed, test at the best epoch) once the lr is below it.
     """
@@ -345,8 +345,8 @@ class _RecipeLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep=deep)
         except ValueError as error:
-            # PyYAML builds dates and ints with datetime() and int(): `2024-13-01` or an int of
-            # 5,000 digits raise a bare ValueError (a traceback) instead of a YAMLError
+            # PyYAML builds dates and ints with datetime() and int(): a date with month 13 or an
+            # int of 5,000 digits raises a bare ValueError, which is not a YAMLError
             raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
 
 
@@ -368,7 +368,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(error, "problem", None) or str(error)
         raise RecipeError([(where, f"invalid YAML: {problem}")]) from None
     except RecursionError:
-        # PyYAML composes nested collections recursively: thousands of '[' would be a traceback
+        # PyYAML composes nested collections recursively: thousands of '[' exhaust the stack
         raise RecipeError([(str(path), "invalid YAML: nested too deeply")]) from None
     if data is None:
         raise RecipeError([(str(path), "the recipe is empty")])
@@ -380,8 +380,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 def _list_index(part: str, length: int) -> int | None:
     """``part`` as an index into a list of ``length`` items, or ``None``.
 
-    ``isdecimal``, not ``isdigit``: ``int('²')`` raises a ValueError (a traceback); the length cap
-    keeps ``int`` clear of its 4,300-digit limit, another ValueError.
+    ``isdecimal``, not ``isdigit``: ``int('²')`` raises a ValueError; the length cap keeps ``int``
+    clear of its 4,300-digit limit, another ValueError.
     """
     if part.isdecimal() and len(part) < 10 and int(part) < length:
         return int(part)
@@ -394,8 +394,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
     problems: list[Problem] = []
     for override in overrides:
         key, sep, raw = override.partition("=")
-        # every dotted part must be non-empty: ".a" or "a..b" used to reach the recipe as an
-        # empty key, reported with an empty location
+        # every dotted part must be non-empty: ".a" or "a..b" would reach the recipe as an empty
+        # key, reported with an empty location
         parts = [part.strip() for part in key.split(".")]
         key = ".".join(parts)
         if not sep or not all(parts):
@@ -404,8 +404,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except (yaml.YAMLError, RecursionError, ValueError):
-            # not YAML: the raw text. RecursionError: thousands of '['; ValueError: a date like
-            # 2024-13-01 or an int of 5,000 digits, which PyYAML does not wrap in a YAMLError
+            # not YAML: the raw text. RecursionError: thousands of '['; ValueError: a date with
+            # month 13 or an int of 5,000 digits, which PyYAML does not wrap in a YAMLError
             value = raw
         node: Any = data
         for depth, part in enumerate(parts[:-1]):

@@ -32,11 +32,9 @@ class STNResponse(ResponseModel):
     name = "stn"
 
     class Config(ComponentConfig):
-        # centered by default (issue 16): over three seeds it beat `auto` on cifar10-small (48.55%
-        # against 46.58%) and fashion-mnist (82.67% against 81.07%), and on the ridge problem with
-        # a positive (1.0002x the optimal loss against 1.014x) and an interval kind (1.000x against
-        # 1.385x). `auto`'s sigmoid position has a vanishing slope near the ends of a range, so
-        # the hypergradient in h vanishes there (docs/benchmarks.md)
+        # centered by default: a sigmoid position in range has a vanishing slope near the ends of
+        # the range, so the hypergradient in h vanishes there; the offset from the initial value
+        # keeps its slope everywhere (the comparison is in docs/results.md)
         hypernet_input: Literal["auto", "centered", "unconstrained", "normalized"] = Field(
             "centered",
             description="centered (default): λ̃ minus its initial value (unconstrained units); "
@@ -46,8 +44,7 @@ class STNResponse(ResponseModel):
             "bounded reading (sigmoid position in its range, softplus excess over a lower bound)",
         )
 
-        # 0.01 as released: V = 0 won on cifar10-small over three seeds (43.11% against 41.84%)
-        # but not on fashion-mnist or ptb-small, where it widened the seed spread (docs/benchmarks.md)
+        # the released code's 0.01: a small random V breaks the symmetry between the gates
         hyper_init_std: float = Field(
             HYPER_INIT_STD,
             ge=0.0,
@@ -98,11 +95,10 @@ class STNResponse(ResponseModel):
         A gate is ``V·λ̂``, so an SGD step moves it by ``lr·‖λ̂‖²`` per unit of gradient. Rates
         near 0.05 are ``u ≈ −2.9`` unconstrained: eleven of them make ``‖λ̂‖² ≈ 80``, against
         ``≈ 0.2`` for the sigmoid readings, and the gate-times-response-weight product can
-        outrun SGD with momentum (recipes/cifar10-small.yaml at seed 1, with the CNN as it was
-        before channel dropout: gradient norm 2 → 30 → 1e19 in four weight steps, then NaN).
-        Dividing by ``r`` is a fixed reparametrisation of ``V`` — the gates stay linear in the
-        unconstrained values, as released — that brings ``‖λ̂‖²`` back to the number of
-        hyperparameters whatever their units.
+        outrun SGD with momentum until the weights reach NaN. Dividing by ``r`` is a fixed
+        reparametrisation of ``V`` — the gates stay linear in the unconstrained values, as in the
+        released code — that brings ``‖λ̂‖²`` back to the number of hyperparameters whatever
+        their units.
         """
         initial = self.space.h_initial
         if initial.numel() == 0:

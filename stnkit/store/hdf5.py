@@ -287,8 +287,8 @@ class HDF5Store:
         file.flush()
         kill_point("end-results")
         # Still in SWMR mode: the attributes exist since the start, so these overwrite values in
-        # place. (Reopening the file "r+" for them, as before, left a killed writer's file
-        # flagged "open for write": unreadable by HDF5 until h5clear.) status goes last, in its
+        # place: reopening the file "r+" for them would leave a killed writer's file flagged
+        # "open for write", unreadable by HDF5 until h5clear. status goes last, in its
         # own flush: a file that says "completed" has every other end-of-run value on disk.
         attrs = file.attrs
         attrs.modify("message", result.message)

@@ -485,7 +485,7 @@ def open_run(path: str | Path) -> RunRecord:
             try:
                 handle = h5py.File(path, "r")
             except OSError as error:
-                if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
+                if "h5clear" in str(error):  # a file another tool left open "r+"
                     raise RunFileError(
                         f"{path} was left flagged as open for writing by a process killed while ending "
                         f"the run; `h5clear -s {path}` clears the flag, after which it can be read"

@@ -82,9 +82,7 @@ class Engine:
         self.start = time.perf_counter()
         steps_per_epoch = self.dataset.info.steps_per_epoch
         cfg = self.train_cfg
-        self.warmup = (
-            cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * steps_per_epoch
-        )
+        self.warmup = cfg.warmup_epochs * steps_per_epoch
         planned_steps = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             planned_steps = min(planned_steps, cfg.max_steps)

@@ -31,6 +31,7 @@ from pydantic import (
 from stnkit.config import refuse_bool_number
 from stnkit.errors import Problem, RecipeError, UsageError
 from stnkit.killpoints import signal_point
+from stnkit.retired import retired_problems
 
 __all__ = [
     "MAX_NAME",
@@ -41,6 +42,7 @@ __all__ = [
     "OptimizerConfig",
     "PerturbationConfig",
     "Recipe",
+    "RunConfig",
     "StoreConfig",
     "TrainConfig",
     "apply_overrides",
@@ -164,9 +166,6 @@ class DistributedConfig(_Strict):
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="auto: nccl on CUDA, gloo on the CPU"
     )
-    timeout: float = Field(
-        300.0, gt=0, description="seconds a collective waits for a lost rank before the run fails"
-    )
 
 
 MAX_STEPS = 10**9
@@ -177,8 +176,9 @@ any run that can finish, and small enough that sizes and counts derived from it 
 class TrainConfig(_Strict):
     epochs: int = Field(ge=1, le=MAX_STEPS)
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="stop after this many weight steps")
-    warmup_epochs: int = Field(0, ge=0, le=MAX_STEPS)
-    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="overrides warmup_epochs")
+    warmup_epochs: int = Field(
+        0, ge=0, le=MAX_STEPS, description="epochs of weight steps alone before hyper steps start"
+    )
     train_steps: int = Field(2, ge=1, le=MAX_STEPS, description="weight steps per cycle (T_train)")
     hyper_steps: int = Field(1, ge=0, le=MAX_STEPS, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
@@ -208,7 +208,6 @@ class TrainConfig(_Strict):
     patience: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="stop after this many epochs without improvement"
     )
-    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="weight steps per stored train-loss point")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast dtype of forward passes (fp16 adds a gradient scaler; CUDA only)"
     )
@@ -227,13 +226,19 @@ class TrainConfig(_Strict):
 
 class StoreConfig(_Strict):
     dir: Path = Path("runs")
-    flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
     checkpoints: bool = Field(True, description="save resumable checkpoints in the run file")
     checkpoint_steps: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="also checkpoint mid-epoch every N weight steps"
     )
-    checkpoint_minutes: float | None = Field(
-        10.0, gt=0, description="also checkpoint mid-epoch once this many minutes have passed"
+
+
+class RunConfig(_Strict):
+    """How a run reports and waits; none of it changes what the run learns."""
+
+    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="weight steps per stored train-loss point")
+    flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
+    distributed_timeout: float = Field(
+        300.0, gt=0, description="seconds a collective waits for a lost rank before the run fails"
     )
 
 
@@ -260,6 +265,7 @@ class Recipe(_Strict):
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig
     store: StoreConfig = StoreConfig()
+    run: RunConfig = RunConfig()
     #: observers switched on for this run: ``{name: options}`` (see :mod:`stnkit.observer`)
     observers: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
@@ -515,6 +521,9 @@ def parse_recipe(
     overridden: Sequence[str] = (),
 ) -> Recipe:
     """Stage 1: validate a recipe's structure. Raises :class:`RecipeError` listing every problem."""
+    retired = retired_problems(data)
+    if retired:
+        raise RecipeError(mark_overrides(retired, overridden))
     try:
         recipe = Recipe.model_validate(dict(data))
     except ValidationError as error:

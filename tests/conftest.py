@@ -23,8 +23,8 @@ def write_recipe(folder: Path, **changes: Any) -> Path:
             "warmup_epochs": 1,
             "optimizer": {"name": "adam", "lr": 0.01},
             "hyper_optimizer": {"name": "adam", "lr": 0.1},
-            "log_every": 2,
         },
+        "run": {"log_every": 2},
         "store": {"dir": str(folder / "runs")},
     }
     for key, value in changes.items():

@@ -27,7 +27,7 @@ sys.modules["kill_chain"] = kill_chain
 _spec.loader.exec_module(kill_chain)
 
 #: two weight steps an epoch; each epoch end is a checkpoint
-SETTINGS = {"train__epochs": 60, "train__log_every": 1, "store__flush_seconds": 0.05}
+SETTINGS = {"train__epochs": 60, "run__log_every": 1, "run__flush_seconds": 0.05}
 
 
 def setup_chain(folder: Path, **changes: Any) -> tuple[Path, Any]:

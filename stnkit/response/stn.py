@@ -11,8 +11,6 @@ from torch import Tensor
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
-from stnkit.nn.base import HYPER_INIT_STD
-from stnkit.nn.split import scale_hyper_weights
 from stnkit.optim import make_optimizer
 from stnkit.recipe import TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step, train_on
@@ -35,21 +33,11 @@ class STNResponse(ResponseModel):
         # centered by default: a sigmoid position in range has a vanishing slope near the ends of
         # the range, so the hypergradient in h vanishes there; the offset from the initial value
         # keeps its slope everywhere (the comparison is in docs/results.md)
-        hypernet_input: Literal["auto", "centered", "unconstrained", "normalized"] = Field(
+        hypernet_input: Literal["centered", "unconstrained"] = Field(
             "centered",
             description="centered (default): λ̃ minus its initial value (unconstrained units); "
-            "auto: bounded kinds as their position in range, unbounded ones unconstrained; "
             "unconstrained: λ̃ itself, as the released CNN code feeds it (divided by one constant, "
-            "max(1, RMS of the initial h), fixed when the run is built); normalized: each kind's "
-            "bounded reading (sigmoid position in its range, softplus excess over a lower bound)",
-        )
-
-        # the released code's 0.01: a small random V breaks the symmetry between the gates
-        hyper_init_std: float = Field(
-            HYPER_INIT_STD,
-            ge=0.0,
-            description="standard deviation of V's initial N(0, std²) draw (the released code's "
-            "0.01); 0 starts every gate at exactly zero, as Δ-STN does",
+            "max(1, RMS of the initial h), fixed when the run is built)",
         )
 
     config: Config
@@ -60,9 +48,6 @@ class STNResponse(ResponseModel):
         return [space.h] if train.scale_optimizer is not None else [space.h, space.s]
 
     def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
-        if self.config.hyper_init_std != HYPER_INIT_STD:
-            # rescale the draw rather than draw again, so the run's other random numbers stay put
-            scale_hyper_weights(parts.model, self.config.hyper_init_std / HYPER_INIT_STD)
         if train.scale_optimizer is not None and parts.hyper_optimizer is not None:
             self.scale_optimizer = make_optimizer(train.scale_optimizer, [self.space.s])
             self.scale_clip = train.scale_optimizer.clip
@@ -80,14 +65,9 @@ class STNResponse(ResponseModel):
         # Centering makes every gate exactly zero at the initial hyperparameters, so the network
         # starts as the plain one whatever the hyperparameters' units; V has no bias to absorb a
         # large constant input (an initial weight decay of 1e-5 is u ≈ −11.5).
-        mode = self.config.hypernet_input
-        if mode == "auto":
-            return self.space.hypernet_input(lam, bounded_only=True)
-        if mode == "centered":
+        if self.config.hypernet_input == "centered":
             return lam - self.space.h_initial
-        if mode == "unconstrained":
-            return lam / self.unconstrained_scale()
-        return self.space.hypernet_input(lam)
+        return lam / self.unconstrained_scale()
 
     def unconstrained_scale(self) -> Tensor:
         """The constant ``r = max(1, RMS(h_initial))`` the ``unconstrained`` input is divided by.

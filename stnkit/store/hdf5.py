@@ -1,7 +1,7 @@
 """The built-in run store: one HDF5 file per run, written in SWMR mode so it can be read live.
 
 Everything the file will hold is created when the run starts (SWMR forbids creating objects
-later); rows are buffered in memory and appended at most every ``store.flush_seconds`` seconds,
+later); rows are buffered in memory and appended at most every ``run.flush_seconds`` seconds,
 at every epoch end and at the end of the run. The end-of-run attributes, created with
 placeholders at the start, are overwritten in place before the file is closed.
 """
@@ -159,8 +159,8 @@ class HDF5Store:
         self.run: RunInfo | None = None
         self.names: tuple[str, ...] = ()
         self.metrics: tuple[str, ...] = ()
-        self.log_every = recipe.train.log_every
-        self.flush_seconds = recipe.store.flush_seconds
+        self.log_every = recipe.run.log_every
+        self.flush_seconds = recipe.run.flush_seconds
         self._last_flush = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0

@@ -316,7 +316,7 @@ class RunRecord:
         rows = self.n_epochs
         if rows > last_epoch or rows < last_epoch - (0 if exact else 1):
             found.append(f"{rows} epoch rows, but the run ended in epoch {last_epoch}")
-        log_every = (self.recipe.get("train") or {}).get("log_every")
+        log_every = (self.recipe.get("run") or {}).get("log_every")
         if isinstance(log_every, int) and log_every > 0:
             expected, got = last_step // log_every, len(steps)
             if got > expected or got < expected - (0 if exact else 1):

@@ -116,7 +116,7 @@ def test_ptb_lstm_recipe_is_the_released_setting() -> None:
         "tie_weights": True,
         "decoder": "plain",
     }
-    assert recipe.response.name == "stn" and recipe.response.options() == {"hypernet_input": "normalized"}
+    assert recipe.response.name == "stn" and recipe.response.options() == {}
     hp = recipe.hyperparameters
     assert {name: (entry["kind"], entry["init"]) for name, entry in hp.items()} == {
         **{name: ("unit", 0.05) for name in RATES},
@@ -125,7 +125,7 @@ def test_ptb_lstm_recipe_is_the_released_setting() -> None:
     }
     per_batch = {name for name, entry in hp.items() if entry.get("per_example", True) is False}
     assert per_batch == {"dropout_embedding", "weight_drop", "activation_reg", "temporal_activation_reg"}
-    assert (train.warmup_steps, train.train_steps, train.hyper_steps, train.patience) == (331, 2, 1, 20)
+    assert (train.warmup_epochs, train.train_steps, train.hyper_steps, train.patience) == (1, 2, 1, 20)
     opt, hyper = train.optimizer, train.hyper_optimizer
     assert (opt.name, opt.lr, opt.momentum, opt.clip, opt.weight_decay) == ("sgd", 30, 0, 0.25, 0)
     assert (hyper.name, hyper.lr) == ("adam", 0.01)
@@ -173,7 +173,7 @@ def test_untuned_scales_give_sigma_one_no_entropy_and_hyper_steps_at_h() -> None
 def test_ptb_lstm_recipe_runs_on_the_cpu(tmp_path: Path) -> None:
     overrides = [
         "train.max_steps=3",
-        "train.warmup_steps=1",
+        "train.warmup_epochs=0",
         "data.train_tokens=3000",
         "data.valid_tokens=1000",
         "data.test_tokens=300",

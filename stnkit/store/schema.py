@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "READABLE_VERSIONS", "ROWS", "SCHEMA_VERSION", "TABLE_CAPACITY_CAP"]
+__all__ = ["FORMAT", "ROWS", "SCHEMA_VERSION", "TABLE_CAPACITY_CAP"]
 
 FORMAT = "stnkit-run"
-#: the layout this stnkit writes and reads: preallocated tables holding a ``_rows`` count, each
-#: column chunk with a fletcher32 checksum; it changes whenever the layout does
+#: the one layout this stnkit writes and reads: preallocated tables holding a ``_rows`` count,
+#: each column chunk with a fletcher32 checksum; it changes whenever the layout does, and a file
+#: of another version is refused
 SCHEMA_VERSION = 3
-
-#: the layouts this stnkit reads
-READABLE_VERSIONS = (1, 2, 3)
 
 #: rows a table is allocated at most when a run starts; a longer run's tables grow (the file is
 #: rebuilt with twice the room), so a huge ``train.epochs`` costs disk only as the run reaches it

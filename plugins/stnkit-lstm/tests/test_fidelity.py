@@ -154,13 +154,13 @@ def test_untuned_scales_give_sigma_one_no_entropy_and_hyper_steps_at_h() -> None
     response.hyper_step(parts, hyper_batch)
     (train_hnet, hyper_hnet) = (seen[0][1], seen[1][1])
     assert seen[1][0] == "hyper" and hyper_hnet is not None and train_hnet is not None
-    # the hypernetwork sees the rates and softplus(α, β) — the constrained values themselves
+    # the hypernetwork sees λ̃ minus the initial values (the centred input): zero at h here
     h = h_before.unsqueeze(0).expand(hyper_batch.size, 7)
-    torch.testing.assert_close(hyper_hnet.detach(), space.constrain(h), rtol=0, atol=1e-6)
+    torch.testing.assert_close(hyper_hnet.detach(), h - space.h_initial, rtol=0, atol=1e-6)
     for i, name in enumerate(space.names):
         torch.testing.assert_close(seen[1][2][name].detach(), space.constrain(h)[:, i], rtol=0, atol=1e-6)
     # training steps are perturbed: per example for the locked dropouts, per batch for the rest
-    assert not torch.allclose(train_hnet, space.constrain(h_before.expand_as(train_hnet)))
+    assert not torch.allclose(train_hnet, (h_before - space.h_initial).expand_as(train_hnet))
     spread = train_hnet.std(dim=0)
     assert [bool(spread[space.index(n)] > 0) for n in space.names] == [
         n in ("dropout_output", "dropout_input", "dropout_hidden") for n in space.names

@@ -16,7 +16,7 @@ import pytest
 
 import stnkit
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import trajectories, wait_for_step
 
 KILLS = 10

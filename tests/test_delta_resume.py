@@ -21,7 +21,7 @@ import pytest
 
 import stnkit
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_delta_stn import tiny_ptb
 from tests.test_resume import CrashAt, SignalAt, assert_same, trajectories, wait_for_step
 

@@ -24,7 +24,7 @@ from stnkit.response import DeltaSTNResponse
 from stnkit.response.delta_stn import linearized_prediction
 from stnkit.runner import prepare
 from stnkit.testing import ResponseConformance
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 REPO = Path(__file__).parents[1]
 RECIPES = REPO / "recipes"

@@ -28,7 +28,7 @@ from stnkit.errors import RecipeError, RunFileError
 from stnkit.precision import Precision
 from stnkit.runner import validate
 from stnkit_tabular.synthetic import make_ridge_problem, save_problem, validation_loss
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import trajectories
 from tests.test_ridge import best_closed_form
 

@@ -12,7 +12,7 @@ import pytest
 import stnkit
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 class Recorder:

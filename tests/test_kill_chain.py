@@ -16,7 +16,7 @@ import pytest
 
 import stnkit
 from stnkit.cli import main
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 _spec = importlib.util.spec_from_file_location(
     "kill_chain", Path(__file__).parents[1] / "benchmarks" / "kill_chain.py"

@@ -14,7 +14,7 @@ from stnkit.engine import Engine
 from stnkit.errors import RecipeError
 from stnkit.optim import lr_factor
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import CrashAt, assert_same
 
 

@@ -12,7 +12,7 @@ import torch
 import stnkit
 from stnkit.response import train_on
 from stnkit.runner import prepare
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_engine import run
 
 

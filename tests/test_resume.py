@@ -20,7 +20,7 @@ from stnkit.events import RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
 from stnkit.runner import resume
 from stnkit.store.checkpoint import read_latest
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 REPO = Path(__file__).parents[1]
 

@@ -10,7 +10,7 @@ from stnkit.cli import main
 from stnkit.errors import RecipeError
 from stnkit.recipe import load_recipe
 from stnkit.retired import RETIRED_KEYS, RETIRED_VALUES
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 CASES = [
     ("train.warmup_steps=3", "train.warmup_steps", "was removed: use train.warmup_epochs"),

@@ -15,12 +15,12 @@ from stnkit.cli import main
 from stnkit.errors import RunFileError
 from stnkit.plugins import load_plugins
 from stnkit.store.checkpoint import read_latest
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> stnkit.RunResult:
-    from tests.conftest import write_recipe
+    from tests.helpers import write_recipe
 
     path = write_recipe(tmp_path_factory.mktemp("store"), train__epochs=5)
     return stnkit.run(path)

@@ -16,7 +16,7 @@ from stnkit.cli import main
 from stnkit.errors import RunFileError
 from stnkit.store.checkpoint import CHECKPOINT_VERSION, deserialize, serialize, write_checkpoint
 from stnkit.store.schema import SCHEMA_VERSION
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 def _one_line(err: str) -> str:

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 
 __all__ = [
     "SEARCH_MARGIN",

@@ -27,8 +27,8 @@ import torch
 from stnkit._version import __version__
 from stnkit.errors import RunFileError, RunFileWriteError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
-from stnkit.hookspecs import hookimpl
 from stnkit.killpoints import kill_point
+from stnkit.markers import hookimpl
 from stnkit.recipe import Recipe
 from stnkit.store.checkpoint import (
     check_version,

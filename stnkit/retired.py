@@ -1,4 +1,4 @@
-"""Recipe keys and values that stnkit no longer accepts, each with what replaces it.
+"""Recipe keys and values that stnkit refuses, each with what replaces it.
 
 A recipe that still uses one gets a problem naming the removal and the replacement at the key's
 dotted location, rather than a bare "unknown key" or a silent default.

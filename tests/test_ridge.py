@@ -76,7 +76,7 @@ def test_stn_finds_it_with_an_interval_kind(tmp_path: Path, hypernet_input: str)
     unconstrained value, STN finds the optimum whatever the kind. Measured (CPU, one thread):
     centered 0.383 (ratio 1.000), unconstrained 0.523 (1.005); the sigmoid position in the range
     (``normalized``) ends at 0.018 (1.385): its slope near 0.01/20 is ~5e-4, the hypergradient in
-    ``h`` vanishes (docs/benchmarks.md)."""
+    ``h`` vanishes (docs/results.md)."""
     response = f'response={{"name": "stn", "hypernet_input": "{hypernet_input}"}}'
     final, best_wd, ratio = tuned_ratio(tmp_path, INTERVAL, response)
     assert ratio < 1.05, f"STN ({hypernet_input}) ended at weight decay {final:.4g}, best is {best_wd:.4g}"

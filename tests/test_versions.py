@@ -4,6 +4,7 @@ one message naming both, exit 2, and the file is left as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -89,3 +90,16 @@ def test_the_current_versions_resume(stopped: Path, tmp_path: Path) -> None:
     assert main(["run", "-q", "--resume", str(run)]) == 0
     assert stnkit.open_run(run).status == "completed"
     assert np.isfinite(stnkit.open_run(run).epochs["val_loss"]).all()
+
+
+@pytest.mark.parametrize("offset", [-1, 1])
+def test_a_study_manifest_of_another_version_is_refused_naming_both(tmp_path: Path, offset: int) -> None:
+    from stnkit.tune.study import FORMAT, MANIFEST, VERSION, StudyFolderError, read_manifest
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "version": VERSION + offset}))
+    with pytest.raises(StudyFolderError) as caught:
+        read_manifest(folder)
+    assert f"study manifest version {VERSION + offset}" in str(caught.value)
+    assert f"reads version {VERSION} only" in str(caught.value)

@@ -66,7 +66,7 @@ def main() -> int:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--steps", type=int, default=300, help="weight steps in all")
     parser.add_argument("--skip", type=int, default=30, help="weight steps not timed (warm-up)")
-    parser.add_argument("--warmup", type=int, default=20, help="train.warmup_steps")
+    parser.add_argument("--warmup", type=int, default=0, help="train.warmup_epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--make-cifar", type=Path, metavar="DIR", help="write synthetic CIFAR-10 and exit")
     args = parser.parse_args()
@@ -77,7 +77,7 @@ def main() -> int:
         parser.error("give a recipe")
     overrides = [
         f"train.max_steps={args.steps}",
-        f"train.warmup_steps={args.warmup}",
+        f"train.warmup_epochs={args.warmup}",
         f"train.precision={args.precision}",
         *args.overrides,
     ]

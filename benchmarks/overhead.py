@@ -260,7 +260,15 @@ def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
         return parts, response
 
     def stn(space: HyperSpace) -> ResponseModel:
-        return STNResponse(STNResponse.Config(hypernet_input="normalized"), space)
+        return STNResponse(STNResponse.Config(), space)
+
+    def delta(method: str) -> Callable[[HyperSpace], ResponseModel]:
+        def make(space: HyperSpace) -> ResponseModel:
+            response = DeltaSTNResponse(DeltaSTNResponse.Config(), space)
+            response._method = method  # type: ignore[assignment]  # pinned, not found on the first step
+            return response
+
+        return make
 
     # STN with each decoder asked for (the first is the /STN reference), then Δ-STN's three
     # ways of fitting its response, with the default (plain) decoder
@@ -270,14 +278,12 @@ def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
     variants += [
         (
             "Δ-STN, linearized (jvp)",
-            lambda space: DeltaSTNResponse(DeltaSTNResponse.Config(linearize_method="jvp"), space),
+            delta("jvp"),
             "plain",
         ),
         (
             "Δ-STN, linearized (double-backward)",
-            lambda space: DeltaSTNResponse(
-                DeltaSTNResponse.Config(linearize_method="double-backward"), space
-            ),
+            delta("double-backward"),
             "plain",
         ),
         (

@@ -23,7 +23,7 @@ from stnkit._version import __version__
 
 if TYPE_CHECKING:
     from stnkit import errors
-    from stnkit.hookspecs import hookimpl
+    from stnkit.markers import hookimpl
     from stnkit.recipe import Recipe, load_recipe
     from stnkit.runner import RunResult, resume, run, validate
     from stnkit.store.reader import RunRecord, open_run
@@ -47,7 +47,7 @@ __all__ = [
 
 _WHERE = {
     "errors": "stnkit.errors",
-    "hookimpl": "stnkit.hookspecs",
+    "hookimpl": "stnkit.markers",
     "Recipe": "stnkit.recipe",
     "load_recipe": "stnkit.recipe",
     "RunResult": "stnkit.runner",

@@ -4,9 +4,8 @@ glibc's malloc serves blocks above its mmap threshold (128 KiB to start) with a 
 frees them with ``munmap``. A training step allocates many activations of a few MB each, so every
 step maps them anew and first touches every page again; with torch's intra-op threads those page
 faults serialise on the process's memory map. Raising the mmap and trim thresholds lets freed
-blocks be reused from the heap instead. Measured on a 2-core CPU: the augmentation chain on 128
-CIFAR-10 images 3-7x faster with 2 threads, a whole cifar10-small run about 13% faster
-(docs/benchmarks.md). The cost is that the process keeps its peak heap rather than shrinking.
+blocks be reused from the heap instead (the speed-up is in docs/results.md). The cost is that the
+process keeps its peak heap rather than shrinking.
 
 ``STNKIT_MALLOC_TUNING=0`` leaves malloc alone. Other platforms and C libraries are left alone.
 """

@@ -148,9 +148,9 @@ def _validate_kinds(recipe: Recipe, plugins: Plugins, problems: list[Problem]) -
         except RegistryError as error:
             problems.append((f"{where}.kind", str(error)))
             continue
-        # checked before the kind's own validation: an infinite integer `init` made IntegerKind's
-        # validator raise OverflowError (a traceback), an infinite `init`/`high` or a NaN passed
-        # or gave a misleading message, and an int beyond float range overflowed later
+        # checked before the kind's own validation, which cannot report it clearly: an infinite
+        # integer `init` overflows IntegerKind's validator, a NaN slips past range checks, and an
+        # int beyond float range overflows later
         bad = [key for key, value in options.items() if not _finite(value)]
         if bad:
             problems.extend((f"{where}.{key}", "must be a finite number") for key in bad)

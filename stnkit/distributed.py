@@ -26,7 +26,7 @@ What stays exactly as in one process with the same global batch:
 What differs: float sums are reduced in another order, so trajectories agree to rounding, not bit
 for bit. Randomness that a component draws with plain ``torch.rand`` on its slice rather than
 through these helpers comes from torch's global stream, which is the same on every rank: such a
-component still trains and its ranks stay identical, but its draws no longer match one process,
+component still trains and its ranks stay identical, but its draws differ from one process's,
 and the same draws repeat on every rank's slice. Per-batch draws (DropConnect and embedding masks,
 shaped like a weight, not like the batch) need nothing: every rank draws the same ones, as one
 process does.

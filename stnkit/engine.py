@@ -20,14 +20,13 @@ import torch
 from stnkit import distributed
 from stnkit.build import Built
 from stnkit.data import Batch
-from stnkit.errors import DistributedError, DivergenceError, RunFileError
+from stnkit.errors import DistributedError, DivergenceError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
 from stnkit.killpoints import kill_point
 from stnkit.optim import schedule_lr
+from stnkit.store.checkpoint import CHECKPOINT_VERSION, check_version
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -82,9 +81,7 @@ class Engine:
         self.start = time.perf_counter()
         steps_per_epoch = self.dataset.info.steps_per_epoch
         cfg = self.train_cfg
-        self.warmup = (
-            cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * steps_per_epoch
-        )
+        self.warmup = cfg.warmup_epochs * steps_per_epoch
         planned_steps = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             planned_steps = min(planned_steps, cfg.max_steps)
@@ -236,7 +233,7 @@ class Engine:
     def _apply_lr_rule(self, val_loss: float) -> None:
         """``train.lr_decay`` after an epoch whose validation loss is ``val_loss``."""
         decay = self.train_cfg.lr_decay
-        history = self.val_losses  # the earlier epochs' validation losses
+        history = self.val_losses  # the past epochs' validation losses
         if decay is not None:
             if decay.rule == "plateau":
                 assert decay.patience is not None
@@ -455,19 +452,17 @@ class Engine:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`'s output (a checkpoint)."""
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise RunFileError(f"checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+        check_version(state, str(self.run_info.path))
         self.step = int(state["step"])
         self.hyper_step = int(state["hyper_step"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.training_done = bool(state.get("training_done", False))
+        self.training_done = bool(state["training_done"])
         self.epoch_losses = [float(x) for x in state["epoch_losses"]]
         self.since_best = int(state["since_best"])
         self.since_decay = int(state["since_decay"])
-        # absent from checkpoints written before the non-monotone rule existed
-        self.val_losses = [float(x) for x in state.get("val_losses", [])]
-        self.lr_stopped = bool(state.get("lr_stopped", False))
+        self.val_losses = [float(x) for x in state["val_losses"]]
+        self.lr_stopped = bool(state["lr_stopped"])
         self.elapsed_before = float(state["elapsed"])
         self.start = time.perf_counter()
         self.model.load_state_dict(state["model"])
@@ -476,8 +471,7 @@ class Engine:
         self.parts.weight_optimizer.load_state_dict(state["weight_optimizer"])
         if self.parts.hyper_optimizer is not None and state["hyper_optimizer"] is not None:
             self.parts.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
-        # checkpoints written before responses had a state of their own have no entry
-        self.response.load_state_dict(state.get("response") or {})
+        self.response.load_state_dict(state["response"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -491,8 +485,8 @@ class Engine:
         for _ in range(int(state["hyper_consumed"])):
             next(self._hyper_batches)
         self.hyper_consumed = int(state["hyper_consumed"])
-        self.parts.precision.load_state_dict(state.get("precision") or {})
-        distributed.load_state(state.get("distributed"))
+        self.parts.precision.load_state_dict(state["precision"])
+        distributed.load_state(state["distributed"])
         best = state["best"]
         self.best = (
             None
@@ -508,16 +502,8 @@ class Engine:
         self._last_checkpoint_step = self.step
 
     def _restore_perturbation(self, state: dict[str, Any]) -> None:
-        """The perturbation stream where the checkpoint left it. A checkpoint without one was
-        written by a run that drew ε from torch's global stream in one process and from a
-        generator kept by the distributed state under torchrun: it continues as it started."""
-        saved = state.get("perturbation_rng")
-        if saved is None:
-            saved = (state.get("distributed") or {}).get("perturbation")
-        if saved is None:
-            self.space.set_generator(None)
-            return
-        self.perturbation_generator.set_state(saved)
+        """The perturbation stream where the checkpoint left it."""
+        self.perturbation_generator.set_state(state["perturbation_rng"])
         self.space.set_generator(self.perturbation_generator)
 
     # -- helpers --------------------------------------------------------------------------------

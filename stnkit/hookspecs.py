@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from stnkit.markers import PROJECT, hookimpl, hookspec
 
 if TYPE_CHECKING:
     import typer
@@ -24,12 +24,8 @@ if TYPE_CHECKING:
     from stnkit.recipe import Recipe
     from stnkit.store.base import RunStore
 
-__all__ = ["hookimpl", "hookspec"]
-
-PROJECT = "stnkit"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+#: the markers live in :mod:`stnkit.markers`; these names stay importable from here
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
 
 Register = Callable[[type[Any]], object]
 

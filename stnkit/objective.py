@@ -9,7 +9,7 @@ from torch import Tensor
 
 from stnkit.config import Component, ComponentConfig
 from stnkit.data import Batch
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 from stnkit.model import ModelOutput
 from stnkit.task import Task
 

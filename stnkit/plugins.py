@@ -202,7 +202,7 @@ class Plugins:
             # so a duplicate name is blamed on the plugin that came second
             for impl in caller.get_hookimpls():
                 if self.pm.get_plugin(impl.plugin_name) is None:
-                    continue  # found broken by an earlier hook
+                    continue  # found broken by a prior hook
                 before = set(registry)
                 self._call_registration(impl, registry)
                 added = sorted(set(registry) - before)

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 
 __all__ = ["PlainProgress", "RichProgress", "make_progress", "sparkline"]
 

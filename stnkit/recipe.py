@@ -31,6 +31,7 @@ from pydantic import (
 from stnkit.config import refuse_bool_number
 from stnkit.errors import Problem, RecipeError, UsageError
 from stnkit.killpoints import signal_point
+from stnkit.retired import retired_problems
 
 __all__ = [
     "MAX_NAME",
@@ -41,6 +42,7 @@ __all__ = [
     "OptimizerConfig",
     "PerturbationConfig",
     "Recipe",
+    "RunConfig",
     "StoreConfig",
     "TrainConfig",
     "apply_overrides",
@@ -90,15 +92,15 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0, description="plain L2 decay applied by the optimizer")
-    # bounded like torch's own check, which otherwise raises a ValueError (a traceback) at build time
+    # bounded like torch's own check, so the recipe, not the optimizer's constructor, reports it
     betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
 
     @model_validator(mode="after")
     def _check_nesterov(self) -> OptimizerConfig:
-        # torch.optim.SGD raises a ValueError (a traceback at build time) for nesterov without
-        # momentum, and the other optimizers would silently ignore the option
+        # torch.optim.SGD refuses nesterov without momentum only when it is built, and the other
+        # optimizers would silently ignore the option
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise ValueError("nesterov needs name 'sgd' and a momentum above 0")
         return self
@@ -124,7 +126,7 @@ class LrDecayConfig(_Strict):
 
     ``plateau``: once the validation loss has not improved for more than ``patience`` epochs
     (then the count restarts). ``nonmonotone`` (the released STN code's rule, from AWD-LSTM's
-    NT-ASGD trigger): when the epoch's validation loss is above the minimum over all earlier
+    NT-ASGD trigger): when the epoch's validation loss is above the minimum over all past
     epochs except the last ``window`` ones (so only once more than ``window`` epochs are done).
     ``stop_below`` ends the run (status completed, test at the best epoch) once the lr is below it.
     """
@@ -164,9 +166,6 @@ class DistributedConfig(_Strict):
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="auto: nccl on CUDA, gloo on the CPU"
     )
-    timeout: float = Field(
-        300.0, gt=0, description="seconds a collective waits for a lost rank before the run fails"
-    )
 
 
 MAX_STEPS = 10**9
@@ -177,8 +176,9 @@ any run that can finish, and small enough that sizes and counts derived from it 
 class TrainConfig(_Strict):
     epochs: int = Field(ge=1, le=MAX_STEPS)
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="stop after this many weight steps")
-    warmup_epochs: int = Field(0, ge=0, le=MAX_STEPS)
-    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS, description="overrides warmup_epochs")
+    warmup_epochs: int = Field(
+        0, ge=0, le=MAX_STEPS, description="epochs of weight steps alone before hyper steps start"
+    )
     train_steps: int = Field(2, ge=1, le=MAX_STEPS, description="weight steps per cycle (T_train)")
     hyper_steps: int = Field(1, ge=0, le=MAX_STEPS, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
@@ -208,7 +208,6 @@ class TrainConfig(_Strict):
     patience: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="stop after this many epochs without improvement"
     )
-    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="weight steps per stored train-loss point")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast dtype of forward passes (fp16 adds a gradient scaler; CUDA only)"
     )
@@ -227,13 +226,19 @@ class TrainConfig(_Strict):
 
 class StoreConfig(_Strict):
     dir: Path = Path("runs")
-    flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
     checkpoints: bool = Field(True, description="save resumable checkpoints in the run file")
     checkpoint_steps: int | None = Field(
         None, ge=1, le=MAX_STEPS, description="also checkpoint mid-epoch every N weight steps"
     )
-    checkpoint_minutes: float | None = Field(
-        10.0, gt=0, description="also checkpoint mid-epoch once this many minutes have passed"
+
+
+class RunConfig(_Strict):
+    """How a run reports and waits; none of it changes what the run learns."""
+
+    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="weight steps per stored train-loss point")
+    flush_seconds: float = Field(5.0, gt=0, description="flush the run file at least this often")
+    distributed_timeout: float = Field(
+        300.0, gt=0, description="seconds a collective waits for a lost rank before the run fails"
     )
 
 
@@ -260,6 +265,7 @@ class Recipe(_Strict):
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: TrainConfig
     store: StoreConfig = StoreConfig()
+    run: RunConfig = RunConfig()
     #: observers switched on for this run: ``{name: options}`` (see :mod:`stnkit.observer`)
     observers: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
@@ -345,8 +351,8 @@ class _RecipeLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep=deep)
         except ValueError as error:
-            # PyYAML builds dates and ints with datetime() and int(): `2024-13-01` or an int of
-            # 5,000 digits raise a bare ValueError (a traceback) instead of a YAMLError
+            # PyYAML builds dates and ints with datetime() and int(): a date with month 13 or an
+            # int of 5,000 digits raises a bare ValueError, which is not a YAMLError
             raise yaml.constructor.ConstructorError(None, None, str(error), node.start_mark) from None
 
 
@@ -368,7 +374,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(error, "problem", None) or str(error)
         raise RecipeError([(where, f"invalid YAML: {problem}")]) from None
     except RecursionError:
-        # PyYAML composes nested collections recursively: thousands of '[' would be a traceback
+        # PyYAML composes nested collections recursively: thousands of '[' exhaust the stack
         raise RecipeError([(str(path), "invalid YAML: nested too deeply")]) from None
     if data is None:
         raise RecipeError([(str(path), "the recipe is empty")])
@@ -380,8 +386,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 def _list_index(part: str, length: int) -> int | None:
     """``part`` as an index into a list of ``length`` items, or ``None``.
 
-    ``isdecimal``, not ``isdigit``: ``int('²')`` raises a ValueError (a traceback); the length cap
-    keeps ``int`` clear of its 4,300-digit limit, another ValueError.
+    ``isdecimal``, not ``isdigit``: ``int('²')`` raises a ValueError; the length cap keeps ``int``
+    clear of its 4,300-digit limit, another ValueError.
     """
     if part.isdecimal() and len(part) < 10 and int(part) < length:
         return int(part)
@@ -394,8 +400,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
     problems: list[Problem] = []
     for override in overrides:
         key, sep, raw = override.partition("=")
-        # every dotted part must be non-empty: ".a" or "a..b" used to reach the recipe as an
-        # empty key, reported with an empty location
+        # every dotted part must be non-empty: ".a" or "a..b" would reach the recipe as an empty
+        # key, reported with an empty location
         parts = [part.strip() for part in key.split(".")]
         key = ".".join(parts)
         if not sep or not all(parts):
@@ -404,8 +410,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[str]
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except (yaml.YAMLError, RecursionError, ValueError):
-            # not YAML: the raw text. RecursionError: thousands of '['; ValueError: a date like
-            # 2024-13-01 or an int of 5,000 digits, which PyYAML does not wrap in a YAMLError
+            # not YAML: the raw text. RecursionError: thousands of '['; ValueError: a date with
+            # month 13 or an int of 5,000 digits, which PyYAML does not wrap in a YAMLError
             value = raw
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
@@ -515,6 +521,9 @@ def parse_recipe(
     overridden: Sequence[str] = (),
 ) -> Recipe:
     """Stage 1: validate a recipe's structure. Raises :class:`RecipeError` listing every problem."""
+    retired = retired_problems(data)
+    if retired:
+        raise RecipeError(mark_overrides(retired, overridden))
     try:
         recipe = Recipe.model_validate(dict(data))
     except ValidationError as error:

@@ -152,8 +152,7 @@ def _join(recipe: Recipe) -> None:
         device = distributed.local_device(resolve_device(recipe.device))
     except RecipeError:
         return  # resolve() reports it, identically on every rank
-    config = recipe.train.distributed
-    distributed.setup(config.backend, config.timeout, device)
+    distributed.setup(recipe.train.distributed.backend, recipe.run.distributed_timeout, device)
 
 
 def _distribute(built: Built) -> None:
@@ -350,15 +349,7 @@ def _execute(
     held: Deferral | None = None,
 ) -> RunResult:
     tune_allocator()  # reuse freed activation memory instead of mapping it anew each step
-    store_config = built.recipe.store
-    minutes = store_config.checkpoint_minutes
-    engine = Engine(
-        built,
-        plugins.hook,
-        info,
-        checkpoint_steps=store_config.checkpoint_steps,
-        checkpoint_seconds=None if minutes is None else 60.0 * minutes,
-    )
+    engine = Engine(built, plugins.hook, info, checkpoint_steps=built.recipe.store.checkpoint_steps)
     if state is not None:
         engine.restore(state)
     registered: list[object] = []

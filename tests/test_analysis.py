@@ -33,7 +33,7 @@ from stnkit.events import EpochEnd, RunInfo, StepEnd
 from stnkit.plugins import load_plugins
 from stnkit.response.fixed import FixedResponse
 from stnkit.runner import prepare
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

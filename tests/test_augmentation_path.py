@@ -17,7 +17,7 @@ from stnkit.hyper.space import HyperBatch
 from stnkit.plugins import load_plugins
 from stnkit.task import RegressionTask
 from stnkit.testing import AugmentationConformance
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 class InputNoise(Augmentation):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stnkit.cli import main
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 CORPUS = Path(__file__).parent / "bad_recipes"
 BAD_RECIPES = sorted(CORPUS.glob("*.yaml"))

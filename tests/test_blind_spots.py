@@ -19,7 +19,7 @@ from stnkit.hookspecs import hookimpl
 from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.plugins import load_plugins
 from stnkit_tabular.synthetic import make_ridge_problem, save_problem
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 # -- test metrics at the best state ------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 
 import stnkit
 from stnkit.cli import main
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 def run_files(folder: Path) -> list[Path]:

@@ -16,15 +16,15 @@ import pytest
 
 import stnkit
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import trajectories, wait_for_step
 
 KILLS = 10
 SETTINGS = {
     "train__epochs": 120,
-    "train__log_every": 1,
+    "run__log_every": 1,
     "store__checkpoint_steps": 2,
-    "store__flush_seconds": 0.05,
+    "run__flush_seconds": 0.05,
 }
 
 

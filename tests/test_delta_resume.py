@@ -21,7 +21,7 @@ import pytest
 
 import stnkit
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_delta_stn import tiny_ptb
 from tests.test_resume import CrashAt, SignalAt, assert_same, trajectories, wait_for_step
 
@@ -41,7 +41,7 @@ DELTA: dict[str, Any] = {
     "train__scale_optimizer": {"name": "adam", "lr": 0.05},
     "train__lr_decay": {"factor": 0.5, "patience": 0},
     "train__epochs": 6,
-    "train__log_every": 2,
+    "run__log_every": 2,
     "store__checkpoint_steps": 3,
 }
 
@@ -90,7 +90,7 @@ def test_a_stateful_lstm_resumes_bitwise(tmp_path: Path) -> None:
         'response={"name": "delta-stn"}',
         "train.epochs=2",
         "train.warmup_epochs=0",
-        "train.log_every=4",
+        "run.log_every=4",
         "store.checkpoint_steps=7",
     ]
     recipe = REPO / "recipes" / "ptb-small.yaml"
@@ -103,8 +103,8 @@ def test_a_stateful_lstm_resumes_bitwise(tmp_path: Path) -> None:
     assert_same(reference.path, path)  # type: ignore[arg-type]
 
 
-KILL = {**DELTA, "train__epochs": 100, "train__log_every": 1, "store__checkpoint_steps": 2}
-KILL["store__flush_seconds"] = 0.05
+KILL = {**DELTA, "train__epochs": 100, "run__log_every": 1, "store__checkpoint_steps": 2}
+KILL["run__flush_seconds"] = 0.05
 KILL.pop("train__lr_decay")
 
 

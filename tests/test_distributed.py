@@ -28,7 +28,7 @@ from stnkit.errors import RecipeError, RunFileError
 from stnkit.precision import Precision
 from stnkit.runner import validate
 from stnkit_tabular.synthetic import make_ridge_problem, save_problem, validation_loss
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import trajectories
 from tests.test_ridge import best_closed_form
 
@@ -37,9 +37,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # long enough to be stopped mid-run, short enough to start and finish in seconds
 LONG = {
     "train__epochs": 60,
-    "train__log_every": 1,
+    "run__log_every": 1,
     "store__checkpoint_steps": 2,
-    "store__flush_seconds": 0.05,
+    "run__flush_seconds": 0.05,
 }
 # a script run by torchrun: each rank records what it ended with, so the test can compare ranks
 RANK_SCRIPT = """
@@ -234,18 +234,18 @@ def _ptb_recipe(folder: Path) -> Path:
             "valid_tokens": 1000,
         },
         "model": {"name": "stn-lstm", "embedding_size": 16, "hidden_size": 16, "layers": 1},
-        "response": {"name": "stn", "hypernet_input": "normalized"},
+        "response": {"name": "stn"},
         "hyperparameters": {
             "activation_reg": {"kind": "positive", "init": 0.05, "per_example": False},
             "temporal_activation_reg": {"kind": "positive", "init": 0.05, "per_example": False},
         },
         "train": {
             "epochs": 3,
-            "warmup_steps": 6,
+            "warmup_epochs": 0,
             "optimizer": {"name": "sgd", "lr": 5, "clip": 0.25},
             "hyper_optimizer": {"name": "adam", "lr": 0.05},
-            "log_every": 1,
         },
+        "run": {"log_every": 1},
         "store": {"dir": str(folder / "runs")},
     }
     path = folder / "ptb.yaml"

@@ -219,13 +219,13 @@ def _ridge_recipe(folder: Path, shape: Shape, response: str, seed: int = 0) -> P
         },
         "train": {
             "epochs": 5,
-            "warmup_steps": 3,
+            "warmup_epochs": 1,
             "train_steps": shape.train_steps,
             "optimizer": {"name": "adam", "lr": 0.01},
             "hyper_optimizer": {"name": "adam", "lr": 0.1},
             "perturbation": {"init_scale": 0.5, "tune": True, "entropy_weight": 0.001},
-            "log_every": 1,
         },
+        "run": {"log_every": 1},
         "store": {"checkpoint_steps": 2},
     }
     return _write(folder, recipe)
@@ -276,7 +276,7 @@ def test_two_ranks_follow_one_process_on_ridge_problems_of_every_shape(
 @pytest.mark.parametrize("response", ["stn", "delta-stn"])
 def test_toy_ridge_recipe_two_ranks_follow_one_process(tmp_path: Path, response: str) -> None:
     """The shipped recipe itself, shortened (its trajectory parted from the first hyper step)."""
-    overrides = ["train.epochs=9", "train.warmup_epochs=2", "train.log_every=1", f"response.name={response}"]
+    overrides = ["train.epochs=9", "train.warmup_epochs=2", "run.log_every=1", f"response.name={response}"]
     recipe = ROOT / "recipes" / "toy-ridge.yaml"
     result = stnkit.run(recipe, overrides=overrides, out_dir=tmp_path / "one")
     assert result.status == "completed" and result.path is not None
@@ -351,13 +351,13 @@ def _image_recipe(folder: Path, response: str) -> Path:
         },
         "train": {
             "epochs": 3,
-            "warmup_steps": 2,
+            "warmup_epochs": 1,
             "train_steps": 1,
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
             "hyper_optimizer": {"name": "adam", "lr": 0.03},
             "perturbation": {"init_scale": 0.5, "tune": True, "entropy_weight": 0.001},
-            "log_every": 1,
         },
+        "run": {"log_every": 1},
     }
     return _write(folder, recipe)
 

@@ -15,7 +15,7 @@ import stnkit
 from stnkit.cli import main
 from stnkit.errors import DataError, RecipeError
 from stnkit.recipe import load_recipe
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 def _arrays(classes: bool = False) -> dict[str, np.ndarray]:

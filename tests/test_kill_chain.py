@@ -17,7 +17,7 @@ import pytest
 
 import stnkit
 from stnkit.cli import main
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 _spec = importlib.util.spec_from_file_location(
     "kill_chain", Path(__file__).parents[1] / "benchmarks" / "kill_chain.py"
@@ -28,7 +28,7 @@ sys.modules["kill_chain"] = kill_chain
 _spec.loader.exec_module(kill_chain)
 
 #: two weight steps an epoch; each epoch end is a checkpoint
-SETTINGS = {"train__epochs": 60, "train__log_every": 1, "store__flush_seconds": 0.05}
+SETTINGS = {"train__epochs": 60, "run__log_every": 1, "run__flush_seconds": 0.05}
 
 
 def reference_run(recipe: Path, overrides: Sequence[str], folder: Path) -> Path:

@@ -10,7 +10,7 @@ import stnkit
 from stnkit.errors import RecipeError
 from stnkit.recipe import LrDecayConfig
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_engine import run
 from tests.test_resume import CrashAt, assert_same
 

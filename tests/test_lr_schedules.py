@@ -14,7 +14,7 @@ from stnkit.engine import Engine
 from stnkit.errors import RecipeError
 from stnkit.optim import lr_factor
 from stnkit.runner import resume
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import CrashAt, assert_same
 
 
@@ -80,7 +80,7 @@ def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path, schedule: 
         **SIX_EPOCHS,
         f"train__{schedule}": "cosine",
         "store__checkpoint_steps": 3,
-        "train__log_every": 2,
+        "run__log_every": 2,
     }
     reference = stnkit.run(write_recipe(tmp_path / "a", **settings))
     recipe = write_recipe(tmp_path / "b", **settings)

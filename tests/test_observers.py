@@ -15,7 +15,7 @@ from stnkit.config import ComponentConfig
 from stnkit.errors import RecipeError
 from stnkit.observer import Observer
 from stnkit.plugins import load_plugins
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 class Recorder(Observer):

@@ -12,7 +12,7 @@ import torch
 import stnkit
 from stnkit.response import train_on
 from stnkit.runner import prepare
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_engine import run
 
 
@@ -33,7 +33,7 @@ def test_train_on_returns_the_task_loss_and_reports_the_penalty(tmp_path: Path) 
 
 
 def test_the_train_table_stores_loss_and_penalty(tmp_path: Path) -> None:
-    result, rec = run(write_recipe(tmp_path, train__log_every=1))
+    result, rec = run(write_recipe(tmp_path, run__log_every=1))
     weight = [s for s in rec.steps if s.phase == "weight"]
     assert all(math.isfinite(s.penalty) and s.penalty > 0 for s in weight)
     record = stnkit.open_run(result.path)  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import load_recipe
 from stnkit.runner import validate
 from stnkit.testing import HyperKindConformance, make_space
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 class ChoiceKind(HyperKind):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import stnkit
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 _spec = importlib.util.spec_from_file_location(
     "probes", Path(__file__).parents[1] / "benchmarks" / "probes.py"

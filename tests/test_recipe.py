@@ -9,7 +9,7 @@ import pytest
 import stnkit
 from stnkit.errors import RecipeError, UsageError
 from stnkit.recipe import apply_overrides
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 def problems(path: Path, *overrides: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from stnkit.events import RunInfo, StepEnd
 from stnkit.hookspecs import hookimpl
 from stnkit.runner import resume
 from stnkit.store.checkpoint import read_latest
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 REPO = Path(__file__).parents[1]
 
@@ -89,7 +89,7 @@ class SignalAt:
             os.kill(os.getpid(), signal.SIGINT)
 
 
-RIDGE = {"train__epochs": 6, "store__checkpoint_steps": 3, "train__log_every": 2}
+RIDGE = {"train__epochs": 6, "store__checkpoint_steps": 3, "run__log_every": 2}
 
 
 def test_resume_after_an_abrupt_stop_is_bitwise_identical(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_resume_of_a_stateful_lstm_with_variable_bptt(tmp_path: Path) -> None:
         "model.hidden_size=16",
         "train.epochs=3",
         "train.warmup_epochs=0",
-        "train.log_every=4",
+        "run.log_every=4",
         "store.checkpoint_steps=7",
     ]
     recipe = REPO / "recipes" / "ptb-small.yaml"

@@ -20,7 +20,7 @@ import yaml
 
 import stnkit
 from stnkit.cli import main
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 from tests.test_resume import RIDGE, SignalAt
 
 

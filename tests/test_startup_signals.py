@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stnkit.store.reader import open_run
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 # before the run name is claimed nothing may be left; from the claim on, signals wait for the
 # run's handler and the run file ends as interrupted

@@ -15,12 +15,12 @@ from stnkit.cli import main
 from stnkit.errors import RunFileError
 from stnkit.plugins import load_plugins
 from stnkit.store.checkpoint import read_latest
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> stnkit.RunResult:
-    from tests.conftest import write_recipe
+    from tests.helpers import write_recipe
 
     path = write_recipe(tmp_path_factory.mktemp("store"), train__epochs=5)
     return stnkit.run(path)
@@ -135,9 +135,9 @@ def test_tables_and_checkpoints_that_outgrow_their_room_rebuild_the_file(
     writes a bigger copy beside it and renames it into place, losing no row."""
     from stnkit.store.hdf5 import HDF5Store
 
-    reference = stnkit.run(write_recipe(tmp_path / "a", train__epochs=6, train__log_every=1))
+    reference = stnkit.run(write_recipe(tmp_path / "a", train__epochs=6, run__log_every=1))
     monkeypatch.setattr(HDF5Store, "_capacities", lambda self, run: {"hyper": 1, "train": 2, "epochs": 1})
-    result = stnkit.run(write_recipe(tmp_path / "b", train__epochs=6, train__log_every=1))
+    result = stnkit.run(write_recipe(tmp_path / "b", train__epochs=6, run__log_every=1))
     assert result.path is not None and reference.path is not None
     assert not Path(str(result.path) + ".new").exists()
     for name in ("hyper", "train", "epochs"):

@@ -28,7 +28,7 @@ from stnkit.cli import main
 from stnkit.errors import RecipeError, RunFileError, RunFileWriteError
 from stnkit.store import hdf5
 from stnkit.store.schema import SCHEMA_VERSION, TABLE_CAPACITY_CAP
-from tests.conftest import write_recipe
+from tests.helpers import write_recipe
 
 
 def one_line(err: str) -> str:

@@ -24,7 +24,7 @@ __all__ = ["Presentation", "rebuild_kinds", "sigma_band", "strictly_inside"]
 
 def rebuild_kinds(record: RunRecord, plugins: Plugins) -> dict[str, HyperKind]:
     """The run's kinds by hyperparameter name; a name whose kind cannot be rebuilt (its plugin is
-    not installed, the recipe entry is missing or no longer validates) is left out."""
+    not installed, the recipe entry is missing or does not validate) is left out."""
     declared = record.recipe.get("hyperparameters")
     kinds: dict[str, HyperKind] = {}
     if not isinstance(declared, dict):

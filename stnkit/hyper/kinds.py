@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
 from stnkit.config import ComponentConfig
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 
 __all__ = [
     "SEARCH_MARGIN",
@@ -212,9 +212,8 @@ class HyperKind:
         (``softplus(u)``), which is what their recorded results used. A response that centres the
         input itself (Δ-STN) subtracts the current ``h``'s value, so any offset cancels.
 
-        Who calls it: ``HyperSpace.hypernet_input``; the ``stn`` response's default
-        ``hypernet_input: auto`` uses it for kinds with a finite ``high`` and feeds unbounded ones
-        ``u`` itself, ``normalized`` uses it for every kind.
+        Who calls it: ``HyperSpace.hypernet_input``, for a response model that wants each kind's
+        own reading; the built-in responses centre ``u`` themselves.
         """
         return u - self._u_initial()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -134,14 +133,10 @@ class HyperSpace(nn.Module):
             return u
         return torch.stack(columns, dim=-1)
 
-    def hypernet_input(self, u: Tensor, bounded_only: bool = False) -> Tensor:
+    def hypernet_input(self, u: Tensor) -> Tensor:
         """The hypernetwork's view of unconstrained ``u`` ``(B, H)``: each kind's
-        :meth:`~stnkit.hyper.HyperKind.hypernet_value`, same shape. ``bounded_only`` applies it to
-        kinds with a finite range only and passes unbounded ones through unconstrained."""
-        columns = [
-            u[..., i] if bounded_only and math.isinf(kind.high) else kind.hypernet_value(u[..., i])
-            for i, kind in enumerate(self.kinds.values())
-        ]
+        :meth:`~stnkit.hyper.HyperKind.hypernet_value`, same shape."""
+        columns = [kind.hypernet_value(u[..., i]) for i, kind in enumerate(self.kinds.values())]
         if not columns:
             return u
         return torch.stack(columns, dim=-1)

@@ -11,7 +11,6 @@ from stnkit.nn.lstm import BRLSTM, BRLSTMLayer, LSTMState
 from stnkit.nn.split import (
     ParameterGroup,
     ParameterSplit,
-    scale_hyper_weights,
     split_parameters,
     zero_hyper_weights,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "dropout",
     "embedding_dropout",
     "locked_dropout",
-    "scale_hyper_weights",
     "split_parameters",
     "zero_hyper_weights",
 ]

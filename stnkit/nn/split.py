@@ -22,7 +22,6 @@ from stnkit.nn.base import BestResponse
 __all__ = [
     "ParameterGroup",
     "ParameterSplit",
-    "scale_hyper_weights",
     "split_parameters",
     "zero_hyper_weights",
 ]
@@ -130,17 +129,4 @@ def zero_hyper_weights(model: nn.Module) -> int:
     weights = _hyper_weights(model)
     for weight in weights:
         weight.zero_()
-    return len(weights)
-
-
-@torch.no_grad()
-def scale_hyper_weights(model: nn.Module, factor: float) -> int:
-    """Multiply every best-response layer's ``V`` by ``factor``; returns how many were scaled.
-
-    Scaling the freshly drawn ``N(0, HYPER_INIT_STD²)`` values gives ``N(0, (factor·std)²)``
-    without drawing again, so a run's other random numbers stay what they were.
-    """
-    weights = _hyper_weights(model)
-    for weight in weights:
-        weight.mul_(factor)
     return len(weights)

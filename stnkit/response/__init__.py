@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 from stnkit.response.base import ResponseModel, TrainingParts, hyper_update, train_on
 from stnkit.response.delta_stn import DeltaSTNResponse
 from stnkit.response.fixed import FixedResponse

@@ -76,18 +76,6 @@ class DeltaSTNResponse(ResponseModel):
             description="fit the response to f(x, h) + J·(λ̃ − h), the prediction's first-order "
             "expansion in the hypernet input; false: to the network's output at λ̃",
         )
-        linearize_method: Literal["auto", "jvp", "double-backward"] = Field(
-            "auto",
-            description="how J·(λ̃ − h) is computed: forward-mode torch.func.jvp, or the "
-            "double-backward trick (works under DistributedDataParallel); auto: jvp, falling "
-            "back to double-backward where jvp does not compose with the model",
-        )
-        follow_lr_decay: bool = Field(
-            True,
-            description="the response optimizer's lr follows train.lr_decay's decays of the "
-            "weight lr; false: it keeps its configured lr, so the response keeps tracking the "
-            "hyperparameters after the general weights have settled",
-        )
 
     config: Config
 
@@ -99,9 +87,9 @@ class DeltaSTNResponse(ResponseModel):
         self.response_clip: float | None = None
         self.scale_clip: float | None = None
         self._initial_lrs = (1.0, 1.0)  # (weight lr, response lr) as configured, to follow decays
-        self._method: LinearizeMethod | None = (
-            None if config.linearize_method == "auto" else config.linearize_method
-        )
+        # how J·(λ̃ − h) is computed: found on the first linearized step (forward-mode jvp, or the
+        # double-backward trick where jvp does not compose with the model or with DDP)
+        self._method: LinearizeMethod | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -244,8 +232,6 @@ class DeltaSTNResponse(ResponseModel):
     def _follow_lr(self, weight_optimizer: torch.optim.Optimizer) -> None:
         """Give the response optimizer the weight optimizer's learning-rate decay so far."""
         assert self.response_optimizer is not None
-        if not self.config.follow_lr_decay:
-            return
         weight_lr, response_lr = self._initial_lrs
         lr = response_lr * float(weight_optimizer.param_groups[0]["lr"]) / weight_lr
         for group in self.response_optimizer.param_groups:

@@ -11,8 +11,6 @@ from torch import Tensor
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
-from stnkit.nn.base import HYPER_INIT_STD
-from stnkit.nn.split import scale_hyper_weights
 from stnkit.optim import make_optimizer
 from stnkit.recipe import TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step, train_on
@@ -32,27 +30,14 @@ class STNResponse(ResponseModel):
     name = "stn"
 
     class Config(ComponentConfig):
-        # centered by default (issue 16): over three seeds it beat `auto` on cifar10-small (48.55%
-        # against 46.58%) and fashion-mnist (82.67% against 81.07%), and on the ridge problem with
-        # a positive (1.0002x the optimal loss against 1.014x) and an interval kind (1.000x against
-        # 1.385x). `auto`'s sigmoid position has a vanishing slope near the ends of a range, so
-        # the hypergradient in h vanishes there (docs/benchmarks.md)
-        hypernet_input: Literal["auto", "centered", "unconstrained", "normalized"] = Field(
+        # centered by default: a sigmoid position in range has a vanishing slope near the ends of
+        # the range, so the hypergradient in h vanishes there; the offset from the initial value
+        # keeps its slope everywhere (the comparison is in docs/results.md)
+        hypernet_input: Literal["centered", "unconstrained"] = Field(
             "centered",
             description="centered (default): λ̃ minus its initial value (unconstrained units); "
-            "auto: bounded kinds as their position in range, unbounded ones unconstrained; "
             "unconstrained: λ̃ itself, as the released CNN code feeds it (divided by one constant, "
-            "max(1, RMS of the initial h), fixed when the run is built); normalized: each kind's "
-            "bounded reading (sigmoid position in its range, softplus excess over a lower bound)",
-        )
-
-        # 0.01 as released: V = 0 won on cifar10-small over three seeds (43.11% against 41.84%)
-        # but not on fashion-mnist or ptb-small, where it widened the seed spread (docs/benchmarks.md)
-        hyper_init_std: float = Field(
-            HYPER_INIT_STD,
-            ge=0.0,
-            description="standard deviation of V's initial N(0, std²) draw (the released code's "
-            "0.01); 0 starts every gate at exactly zero, as Δ-STN does",
+            "max(1, RMS of the initial h), fixed when the run is built)",
         )
 
     config: Config
@@ -63,9 +48,6 @@ class STNResponse(ResponseModel):
         return [space.h] if train.scale_optimizer is not None else [space.h, space.s]
 
     def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
-        if self.config.hyper_init_std != HYPER_INIT_STD:
-            # rescale the draw rather than draw again, so the run's other random numbers stay put
-            scale_hyper_weights(parts.model, self.config.hyper_init_std / HYPER_INIT_STD)
         if train.scale_optimizer is not None and parts.hyper_optimizer is not None:
             self.scale_optimizer = make_optimizer(train.scale_optimizer, [self.space.s])
             self.scale_clip = train.scale_optimizer.clip
@@ -83,14 +65,9 @@ class STNResponse(ResponseModel):
         # Centering makes every gate exactly zero at the initial hyperparameters, so the network
         # starts as the plain one whatever the hyperparameters' units; V has no bias to absorb a
         # large constant input (an initial weight decay of 1e-5 is u ≈ −11.5).
-        mode = self.config.hypernet_input
-        if mode == "auto":
-            return self.space.hypernet_input(lam, bounded_only=True)
-        if mode == "centered":
+        if self.config.hypernet_input == "centered":
             return lam - self.space.h_initial
-        if mode == "unconstrained":
-            return lam / self.unconstrained_scale()
-        return self.space.hypernet_input(lam)
+        return lam / self.unconstrained_scale()
 
     def unconstrained_scale(self) -> Tensor:
         """The constant ``r = max(1, RMS(h_initial))`` the ``unconstrained`` input is divided by.
@@ -98,11 +75,10 @@ class STNResponse(ResponseModel):
         A gate is ``V·λ̂``, so an SGD step moves it by ``lr·‖λ̂‖²`` per unit of gradient. Rates
         near 0.05 are ``u ≈ −2.9`` unconstrained: eleven of them make ``‖λ̂‖² ≈ 80``, against
         ``≈ 0.2`` for the sigmoid readings, and the gate-times-response-weight product can
-        outrun SGD with momentum (recipes/cifar10-small.yaml at seed 1, with the CNN as it was
-        before channel dropout: gradient norm 2 → 30 → 1e19 in four weight steps, then NaN).
-        Dividing by ``r`` is a fixed reparametrisation of ``V`` — the gates stay linear in the
-        unconstrained values, as released — that brings ``‖λ̂‖²`` back to the number of
-        hyperparameters whatever their units.
+        outrun SGD with momentum until the weights reach NaN. Dividing by ``r`` is a fixed
+        reparametrisation of ``V`` — the gates stay linear in the unconstrained values, as in the
+        released code — that brings ``‖λ̂‖²`` back to the number of hyperparameters whatever
+        their units.
         """
         initial = self.space.h_initial
         if initial.numel() == 0:

@@ -21,7 +21,9 @@ from stnkit.errors import RunFileError
 from stnkit.killpoints import kill_point
 
 __all__ = [
+    "CHECKPOINT_VERSION",
     "SLOTS",
+    "check_version",
     "create_slots",
     "inspect_slots",
     "latest_blob",
@@ -34,6 +36,20 @@ __all__ = [
 
 SLOTS = 2
 _CHUNK = 1 << 20
+
+#: the layout of a checkpoint's dict (its keys and what they hold); it changes whenever a key is
+#: added, removed or changes meaning, and a checkpoint of another version is refused
+CHECKPOINT_VERSION = 2
+
+
+def check_version(state: dict[str, Any], where: str) -> None:
+    """Refuse a checkpoint whose layout version is not :data:`CHECKPOINT_VERSION`."""
+    version = state.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise RunFileError(
+            f"{where}: its checkpoint has layout version {version}, and this stnkit reads version "
+            f"{CHECKPOINT_VERSION} only; start the run again from its recipe"
+        )
 
 
 def serialize(state: dict[str, Any]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The built-in run store: one HDF5 file per run, written in SWMR mode so it can be read live.
 
 Everything the file will hold is created when the run starts (SWMR forbids creating objects
-later); rows are buffered in memory and appended at most every ``store.flush_seconds`` seconds,
+later); rows are buffered in memory and appended at most every ``run.flush_seconds`` seconds,
 at every epoch end and at the end of the run. The end-of-run attributes, created with
 placeholders at the start, are overwritten in place before the file is closed.
 """
@@ -27,10 +27,11 @@ import torch
 from stnkit._version import __version__
 from stnkit.errors import RunFileError, RunFileWriteError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
-from stnkit.hookspecs import hookimpl
 from stnkit.killpoints import kill_point
+from stnkit.markers import hookimpl
 from stnkit.recipe import Recipe
 from stnkit.store.checkpoint import (
+    check_version,
     create_slots,
     deserialize,
     inspect_slots,
@@ -159,8 +160,8 @@ class HDF5Store:
         self.run: RunInfo | None = None
         self.names: tuple[str, ...] = ()
         self.metrics: tuple[str, ...] = ()
-        self.log_every = recipe.train.log_every
-        self.flush_seconds = recipe.store.flush_seconds
+        self.log_every = recipe.run.log_every
+        self.flush_seconds = recipe.run.flush_seconds
         self._last_flush = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
@@ -287,8 +288,8 @@ class HDF5Store:
         file.flush()
         kill_point("end-results")
         # Still in SWMR mode: the attributes exist since the start, so these overwrite values in
-        # place. (Reopening the file "r+" for them, as before, left a killed writer's file
-        # flagged "open for write": unreadable by HDF5 until h5clear.) status goes last, in its
+        # place: reopening the file "r+" for them would leave a killed writer's file flagged
+        # "open for write", unreadable by HDF5 until h5clear. status goes last, in its
         # own flush: a file that says "completed" has every other end-of-run value on disk.
         attrs = file.attrs
         attrs.modify("message", result.message)
@@ -651,16 +652,17 @@ class HDF5Store:
             if damaged:
                 _log.warning(f"{self.path}: {'; '.join(damaged)}; continuing from slot {slot} (step {step})")
             found = deserialize(blob.tobytes(), str(self.path)), step
+            check_version(found[0], str(self.path))
         except BaseException:
             self.lock.release()
             raise
         self._checkpoint = found
         self._checkpoint_step = step
         state = found[0]
-        store_state = state.pop("store", {})
-        self._loss_sum = float(store_state.get("loss_sum", 0.0))
-        self._loss_count = int(store_state.get("loss_count", 0))
-        self._penalty_sum = float(store_state.get("penalty_sum", math.nan))
+        store_state = state.pop("store")
+        self._loss_sum = float(store_state["loss_sum"])
+        self._loss_count = int(store_state["loss_count"])
+        self._penalty_sum = float(store_state["penalty_sum"])
         return state
 
     def _reopen(self, run: RunInfo) -> None:
@@ -686,7 +688,7 @@ class HDF5Store:
                 attrs["resumed_from_step"] = step
                 capacities = self._capacities(run)
                 for name in ("hyper", "train", "epochs"):
-                    # an older file may have grown past the estimate
+                    # a file may have grown past the estimate
                     capacities[name] = max(capacities[name], _stored_rows(old, name))
                 checkpoints: tuple[tuple[np.ndarray, int], ...] = ()
                 if state is not None:
@@ -763,15 +765,12 @@ def _slot_size(length: int) -> int:
 
 
 def _stored_rows(file: h5py.File, table: str) -> int:
-    group = file[table]
-    if ROWS in group:
-        return int(group[ROWS][()])
-    return max((group[name].shape[0] for name in group if isinstance(group[name], h5py.Dataset)), default=0)
+    return int(file[table][ROWS][()])
 
 
 def _whole_rows(columns: dict[str, np.ndarray], table: _Table, keep: np.ndarray) -> dict[str, np.ndarray]:
-    """The rows ``keep`` marks, of every column ``table`` has. A writer of an older file may have
-    been killed between columns of one flush, so only rows present in every column count."""
+    """The rows ``keep`` marks, of every column ``table`` has; only rows present in every column
+    count."""
     n = min(len(keep), *(len(columns[name]) for name in table.datasets))
     return {name: columns[name][:n][keep[:n]] for name in table.datasets}
 

@@ -124,7 +124,7 @@ class WriterLock:
 
 def writer_alive(run_file: Path) -> bool:
     """Whether a live process holds ``run_file``'s writer lock (on the sidecar or on the file).
-    A run marked "running" whose locks are free was killed: its writer can no longer finish it."""
+    A run marked "running" whose locks are free was killed: its writer cannot finish it."""
     if file_locked(run_file):
         return True
     path = lock_path(run_file)

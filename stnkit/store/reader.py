@@ -22,7 +22,7 @@ import yaml
 
 from stnkit.errors import RunFileError, UsageError
 from stnkit.store.lock import writer_alive
-from stnkit.store.schema import FORMAT, READABLE_VERSIONS, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
+from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
 from stnkit.store.swmr import open_swmr
 
 __all__ = ["TABLES", "RunRecord", "check_layout", "open_run", "read_table", "reading"]
@@ -114,12 +114,12 @@ def check_layout(path: Path, attrs: Any) -> None:
         version = int(raw)
     except (TypeError, ValueError):
         version = None
-    if version not in READABLE_VERSIONS:
+    if version != SCHEMA_VERSION:
         shown = "none" if raw is None else str(_text(raw) if version is None else version)
         advice = ": upgrade stnkit" if version is not None and version > SCHEMA_VERSION else ""
         raise RunFileError(
             f"{path} has run-file layout version {shown}; this stnkit writes version {SCHEMA_VERSION} "
-            f"and reads versions {min(READABLE_VERSIONS)} to {max(READABLE_VERSIONS)}{advice}"
+            f"and reads no other{advice}"
         )
 
 
@@ -168,10 +168,10 @@ def _read_column(dataset: h5py.Dataset, rows: int | None, damage: list[str] | No
 def read_table(group: h5py.Group, damage: list[str] | None = None) -> dict[str, np.ndarray]:
     """The columns of a table group, cut to the rows its writer has admitted.
 
-    Schema 2 and later preallocate every column and count the rows written in ``_rows``, which
-    the writer updates only after the rows themselves; it is read first, so every row it admits
-    is complete. Schema 1 files (and groups of scalars) have no count: their columns are taken
-    whole. Schema 3 columns carry a fletcher32 checksum per chunk: a damaged chunk raises
+    Every column is preallocated and the rows written are counted in ``_rows``, which the writer
+    updates only after the rows themselves; it is read first, so every row it admits is
+    complete. Groups of scalars (the final metrics) have no count: their values are taken whole.
+    Columns carry a fletcher32 checksum per chunk: a damaged chunk raises
     :class:`RunFileError`, or with ``damage`` given is blanked and described there.
     """
     rows = int(group[ROWS][()]) if ROWS in group else None
@@ -190,7 +190,7 @@ class RunRecord:
     ``hyper``: per hyper step — ``step``, ``hyper_step``, ``epoch``, ``time``, ``val_loss`` ``(N,)``,
     ``values`` and ``scales`` ``(N, H)``. ``train``: per logging step — ``step``, ``epoch``,
     ``time``, ``loss`` (the task loss, without the regularizer penalty), ``penalty`` (the mean
-    penalty the weight steps added; absent in files before it existed), ``lr``. ``epochs``: per
+    penalty the weight steps added), ``lr``. ``epochs``: per
     epoch — ``epoch``, ``step``, ``time``, ``train_loss``, ``val_loss``, ``lr``, ``values``,
     ``scales``, ``best`` and ``metrics`` (a dict of ``(N,)`` arrays).
     Columns of ``values`` follow :attr:`hyperparameters`.
@@ -316,7 +316,7 @@ class RunRecord:
         rows = self.n_epochs
         if rows > last_epoch or rows < last_epoch - (0 if exact else 1):
             found.append(f"{rows} epoch rows, but the run ended in epoch {last_epoch}")
-        log_every = (self.recipe.get("train") or {}).get("log_every")
+        log_every = (self.recipe.get("run") or {}).get("log_every")
         if isinstance(log_every, int) and log_every > 0:
             expected, got = last_step // log_every, len(steps)
             if got > expected or got < expected - (0 if exact else 1):
@@ -485,7 +485,7 @@ def open_run(path: str | Path) -> RunRecord:
             try:
                 handle = h5py.File(path, "r")
             except OSError as error:
-                if "h5clear" in str(error):  # earlier stnkit reopened files "r+" to end a run
+                if "h5clear" in str(error):  # a file another tool left open "r+"
                     raise RunFileError(
                         f"{path} was left flagged as open for writing by a process killed while ending "
                         f"the run; `h5clear -s {path}` clears the flag, after which it can be read"

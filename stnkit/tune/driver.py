@@ -66,7 +66,7 @@ __all__ = ["StudyResult", "TuneOptions", "create_study", "drive", "snapshot", "t
 DEFAULT_TRIALS = 20
 DEFAULT_GRID_POINTS = 5
 POLL_SECONDS = 0.5
-SETTLE_SECONDS = 30.0  # the longest a session waits for an earlier session's dying workers
+SETTLE_SECONDS = 30.0  # the longest a session waits for a prior session's dying workers
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def _build_study(
     folder = parent / manifest.study_name
     created_in_storage = False
     try:
-        shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier try
+        shutil.rmtree(staging, ignore_errors=True)  # this process's own, from a prior try
         staging.mkdir()
         study = optuna.create_study(
             study_name=manifest.study_name,
@@ -343,7 +343,7 @@ def _drive(
     budget_left = None
     if manifest.budget_seconds is not None:
         budget_left = max(0.0, manifest.budget_seconds - manifest.spent_seconds)
-    (folder / DEADLINE).unlink(missing_ok=True)  # an earlier session's
+    (folder / DEADLINE).unlink(missing_ok=True)  # a prior session's
     manifest.sessions += 1
     write_manifest(folder, manifest)
     threads = _threads(manifest.jobs)
@@ -418,7 +418,7 @@ def _drive(
     ended = session_ended(trials, manifest.sessions)
     completed_before = any(t.state.name == "COMPLETE" for t in trials)
     if failures and len(failures) == len(ended) and completed_before:
-        # every trial this session ran failed while earlier ones completed (a resumed study
+        # every trial this session ran failed while prior ones completed (a resumed study
         # whose data is gone): an error, however few they were
         first = failures[0]
         return StudyResult(

@@ -478,7 +478,7 @@ def abandon_stale_trials(study: optuna.Study, folder: Path, settle: float = 0.0)
     queued again. Returns their numbers.
 
     ``settle``: seconds to wait for locks still held. A session starts under the study lock, so no
-    worker of an earlier session is still running one of its trials: one whose lock is held is a
+    worker of a prior session is still running one of its trials: one whose lock is held is a
     worker still dying (the kernel kills a worker whose ``stnkit tune`` process was killed, and
     frees its locks only once it has exited)."""
     optuna = import_optuna()

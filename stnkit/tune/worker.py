@@ -22,7 +22,7 @@ import yaml
 
 from stnkit.errors import StnkitError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
-from stnkit.hookspecs import hookimpl
+from stnkit.markers import hookimpl
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import parse_recipe
 from stnkit.tune.space import SearchSpace, trial_recipe_data

@@ -180,7 +180,7 @@ def test_centres_reach_every_pixel() -> None:
 
 
 def test_holes_are_zero_in_the_normalized_image() -> None:
-    """As released, cutout acts after normalisation: a hole takes the mean colour."""
+    """As in the released code, cutout acts after normalisation: a hole takes the mean colour."""
     mean = [float(v) for v in RGB.mean(dim=(0, 2, 3))]
     std = [float(v) for v in RGB.std(dim=(0, 2, 3))]
     data = DataInfo(ClassificationTask(10), (3, 32, 32), 1, len(RGB), 0, extras={"mean": mean, "std": std})

@@ -26,7 +26,6 @@ __all__ = [
     "CIFAR10Data",
     "FashionMNISTData",
     "ImageData",
-    "corrupt_labels",
     "read_cifar10",
     "read_fashion_mnist",
 ]
@@ -96,21 +95,6 @@ class ImageConfig(ComponentConfig):
     train_subset: int | None = Field(None, ge=1, description="use only the first N training images")
     valid_subset: int | None = Field(None, ge=1, description="use only the first N validation images")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test images")
-    keep_classes: list[str] | None = Field(
-        None,
-        min_length=2,
-        description="only these classes, by name, relabelled 0..K-1 in this order (a harder task: "
-        "e.g. Fashion-MNIST's four upper-body garments); the subsets count kept images",
-    )
-    train_label_noise: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="this fraction of the training images (after the subsets) gets a wrong label, "
-        "drawn uniformly from the other classes; validation and test labels stay clean. The same "
-        "images and labels for every run (label_noise_seed), so methods compare on one data set",
-    )
-    label_noise_seed: int = Field(0, description="which images and wrong labels train_label_noise picks")
     shuffle: bool = True
 
 
@@ -139,32 +123,20 @@ class ImageData(Dataset):
         train = (images[:cut], labels[:cut])
         valid = (images[cut:], labels[cut:])
         test = splits["test"]
-        relabel = self._relabelling(config.keep_classes)
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         for name, (x, y), subset in (
             ("train", train, config.train_subset),
             ("valid", valid, config.valid_subset),
             ("test", test, config.test_subset),
         ):
-            if relabel is not None:
-                kept = relabel[y] >= 0
-                x, y = x[kept], relabel[y[kept]]
             stop = len(x) if subset is None else min(subset, len(x))
             # copies: the readers return read-only views of the file bytes
             self.splits[name] = (torch.from_numpy(np.array(x[:stop])), torch.from_numpy(np.array(y[:stop])))
         x_train = self.splits["train"][0]
         pixels = x_train.permute(1, 0, 2, 3).reshape(x_train.shape[1], -1).double() / 255.0
         n_train = len(x_train)
-        if config.keep_classes is None:
-            names = list(self.classes)
-            num_classes = max(10, int(max(int(y.max()) for _, y in self.splits.values())) + 1)
-        else:
-            names = list(config.keep_classes)
-            num_classes = len(names)
-        if config.train_label_noise > 0:  # wrong labels among the named classes
-            x_clean, y_clean = self.splits["train"]
-            noisy = corrupt_labels(y_clean, config.train_label_noise, len(names), config.label_noise_seed)
-            self.splits["train"] = (x_clean, noisy)
+        names = list(self.classes)
+        num_classes = max(10, int(max(int(y.max()) for _, y in self.splits.values())) + 1)
         self._info = DataInfo(
             task=ClassificationTask(num_classes),
             input_shape=tuple(x_train.shape[1:]),
@@ -182,19 +154,6 @@ class ImageData(Dataset):
 
     def read(self, root: Path) -> Splits:
         raise NotImplementedError
-
-    def _relabelling(self, keep: list[str] | None) -> np.ndarray | None:
-        """A map from file label to kept label (-1: dropped), or None to keep every class."""
-        if keep is None:
-            return None
-        unknown = [name for name in keep if name not in self.classes]
-        if unknown or len(set(keep)) != len(keep):
-            what = f"unknown class {unknown[0]!r}" if unknown else "a class named twice"
-            raise DataError(f"data.keep_classes: {what}; {self.name}'s classes are {list(self.classes)}")
-        relabel = np.full(len(self.classes), -1, dtype=np.int64)
-        for new_label, name in enumerate(keep):
-            relabel[self.classes.index(name)] = new_label
-        return relabel
 
     @property
     def info(self) -> DataInfo:
@@ -225,19 +184,6 @@ class ImageData(Dataset):
         size = self.config.hyper_batch_size or self.config.batch_size
         while True:
             yield from self._batches("valid", size, torch.randperm(n, generator=generator))
-
-
-def corrupt_labels(labels: Tensor, fraction: float, classes: int, seed: int) -> Tensor:
-    """``labels`` with ``round(fraction · N)`` of them, chosen at random, replaced by a different
-    class drawn uniformly (symmetric label noise). Deterministic in ``seed`` alone: the noise is
-    part of the data set, not of a run, so every method and run seed sees the same labels."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    noisy = labels.clone()
-    chosen = rng.permutation(len(labels))[: round(fraction * len(labels))]
-    # an offset of 1..K-1 classes: never the true label, every other one equally likely
-    offsets = rng.integers(1, classes, size=len(chosen))
-    noisy[chosen] = (labels[chosen] + torch.from_numpy(offsets)) % classes
-    return noisy
 
 
 class CIFAR10Data(ImageData):

@@ -111,10 +111,10 @@ def test_alexnet_recipe_runs_an_epoch_on_the_cpu(tmp_path: Path, capsys: pytest.
 
 @pytest.mark.slow
 def test_unconstrained_hypernet_input_trains_without_diverging(tmp_path: Path) -> None:
-    """``response.hypernet_input=unconstrained`` used to send the weights to NaN: fed raw, eleven
-    rates near 0.05 (u ≈ −2.9 each) made the gates step ~400 times farther per SGD update than
-    the default input, and SGD with momentum blew up (here at weight step 80, with the CNN as it
-    was before channel dropout; the unit test in tests/test_responses.py checks the input)."""
+    """``response.hypernet_input=unconstrained`` fed raw would send the weights to NaN: eleven
+    rates near 0.05 (u ≈ −2.9 each) make the gates step ~400 times farther per SGD update than
+    the default input, and SGD with momentum blows up; the input is divided by a constant (the
+    unit test in tests/test_responses.py checks the input)."""
     overrides = [
         *SMALL,
         "seed=0",

@@ -44,7 +44,7 @@ class STNLSTM(StnModel):
     ``decoder: response`` makes it a best-response layer (response table rows gated per word by a
     ``(2V, H)`` map), an stnkit extension.
 
-    Where stnkit still differs from the released code on purpose (see the plugin README): the
+    Where stnkit differs from the released code on purpose (see the plugin README): the
     tied decoder's bias starts at zero (released: ``nn.Linear``'s default uniform init; its
     ``init_weights``, which would zero it, is never called); the elementary and response halves of every
     map are stacked ``(2, out, in)`` and applied as one matmul, with one DropConnect mask for both

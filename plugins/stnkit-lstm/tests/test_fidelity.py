@@ -116,7 +116,7 @@ def test_ptb_lstm_recipe_is_the_released_setting() -> None:
         "tie_weights": True,
         "decoder": "plain",
     }
-    assert recipe.response.name == "stn" and recipe.response.options() == {"hypernet_input": "normalized"}
+    assert recipe.response.name == "stn" and recipe.response.options() == {}
     hp = recipe.hyperparameters
     assert {name: (entry["kind"], entry["init"]) for name, entry in hp.items()} == {
         **{name: ("unit", 0.05) for name in RATES},
@@ -125,7 +125,7 @@ def test_ptb_lstm_recipe_is_the_released_setting() -> None:
     }
     per_batch = {name for name, entry in hp.items() if entry.get("per_example", True) is False}
     assert per_batch == {"dropout_embedding", "weight_drop", "activation_reg", "temporal_activation_reg"}
-    assert (train.warmup_steps, train.train_steps, train.hyper_steps, train.patience) == (331, 2, 1, 20)
+    assert (train.warmup_epochs, train.train_steps, train.hyper_steps, train.patience) == (1, 2, 1, 20)
     opt, hyper = train.optimizer, train.hyper_optimizer
     assert (opt.name, opt.lr, opt.momentum, opt.clip, opt.weight_decay) == ("sgd", 30, 0, 0.25, 0)
     assert (hyper.name, hyper.lr) == ("adam", 0.01)
@@ -154,13 +154,13 @@ def test_untuned_scales_give_sigma_one_no_entropy_and_hyper_steps_at_h() -> None
     response.hyper_step(parts, hyper_batch)
     (train_hnet, hyper_hnet) = (seen[0][1], seen[1][1])
     assert seen[1][0] == "hyper" and hyper_hnet is not None and train_hnet is not None
-    # the hypernetwork sees the rates and softplus(α, β) — the constrained values themselves
+    # the hypernetwork sees λ̃ minus the initial values (the centred input): zero at h here
     h = h_before.unsqueeze(0).expand(hyper_batch.size, 7)
-    torch.testing.assert_close(hyper_hnet.detach(), space.constrain(h), rtol=0, atol=1e-6)
+    torch.testing.assert_close(hyper_hnet.detach(), h - space.h_initial, rtol=0, atol=1e-6)
     for i, name in enumerate(space.names):
         torch.testing.assert_close(seen[1][2][name].detach(), space.constrain(h)[:, i], rtol=0, atol=1e-6)
     # training steps are perturbed: per example for the locked dropouts, per batch for the rest
-    assert not torch.allclose(train_hnet, space.constrain(h_before.expand_as(train_hnet)))
+    assert not torch.allclose(train_hnet, (h_before - space.h_initial).expand_as(train_hnet))
     spread = train_hnet.std(dim=0)
     assert [bool(spread[space.index(n)] > 0) for n in space.names] == [
         n in ("dropout_output", "dropout_input", "dropout_hidden") for n in space.names
@@ -173,7 +173,7 @@ def test_untuned_scales_give_sigma_one_no_entropy_and_hyper_steps_at_h() -> None
 def test_ptb_lstm_recipe_runs_on_the_cpu(tmp_path: Path) -> None:
     overrides = [
         "train.max_steps=3",
-        "train.warmup_steps=1",
+        "train.warmup_epochs=0",
         "data.train_tokens=3000",
         "data.valid_tokens=1000",
         "data.test_tokens=300",

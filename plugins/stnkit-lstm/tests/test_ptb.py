@@ -155,7 +155,7 @@ def tiny_recipe(tmp_path: Path, **sets: object) -> list[str]:
         "model.hidden_size=24",
         "train.epochs=2",
         "train.warmup_epochs=0",
-        "train.log_every=5",
+        "run.log_every=5",
         f"store.dir={tmp_path / 'runs'}",
     ]
     return overrides + [f"{k}={v}" for k, v in sets.items()]

@@ -20,7 +20,7 @@ tag                            value
 
 Every run writes to its own folder, ``<dir>/<run file stem>``, so ``tensorboard --logdir DIR``
 overlays runs. A live run logs every weight step; a run file keeps one training point per
-``train.log_every`` steps (their mean loss), so an export of it has fewer ``train/*`` points; every
+``run.log_every`` steps (their mean loss), so an export of it has fewer ``train/*`` points; every
 other curve of an export is the live one.
 """
 

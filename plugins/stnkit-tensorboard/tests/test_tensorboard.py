@@ -31,8 +31,8 @@ def write_recipe(folder: Path, **sections: Any) -> Path:
             "warmup_epochs": 1,
             "optimizer": {"name": "adam", "lr": 0.01},
             "hyper_optimizer": {"name": "adam", "lr": 0.1},
-            "log_every": 2,
         },
+        "run": {"log_every": 2},
         "store": {"dir": str(folder / "runs")},
         **sections,
     }

@@ -1,0 +1,153 @@
+"""The package's import graph has no circle, and the plugin markers sit in a leaf module.
+
+Imports are read from the source (module level, outside ``if TYPE_CHECKING:``), so the check
+holds however the modules happen to be imported at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "stnkit"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and not _is_type_checking(node.test):
+            pending += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            pending += node.body + node.orelse + node.finalbody
+            for handler in node.handlers:
+                pending += handler.body
+    return found
+
+
+def _edges(name: str, path: Path, known: set[str]) -> set[str]:
+    """The stnkit modules ``name`` imports when it is imported (packages count as their
+    ``__init__``; ``from package import module`` counts the module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in _top_level_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for target in names:
+            if target in known and target != name:
+                targets.add(target)
+    # importing a.b.c imports a and a.b first
+    parts = name.split(".")
+    targets |= {".".join(parts[:i]) for i in range(1, len(parts))} & known
+    return targets
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph = {name: _edges(name, path, known) for name, path in modules.items()}
+    # a package's own __init__ importing its submodules is how packages expose their API; the
+    # submodule importing its parent package is then not a circle that can bite, so the edge
+    # from a submodule to its enclosing packages is left out
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    return graph
+
+
+def test_the_walk_sees_the_imports() -> None:
+    graph = _graph()
+    assert "stnkit.errors" in graph["stnkit.recipe"]
+    assert "stnkit.markers" in graph["stnkit.hookspecs"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_the_markers_module_is_a_leaf() -> None:
+    assert _graph()["stnkit.markers"] == set()
+
+
+@pytest.mark.parametrize("module", ["stnkit.markers", "stnkit.hookspecs", "stnkit.engine", "stnkit.cli"])
+def test_a_module_imports_alone_in_a_fresh_interpreter(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_plugins_keep_their_marker_import() -> None:
+    import stnkit
+    from stnkit.hookspecs import hookimpl as from_specs
+    from stnkit.markers import hookimpl
+
+    assert stnkit.hookimpl is hookimpl is from_specs

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from stnkit import live
 from stnkit.errors import RunFileError, UsageError
 from stnkit.loaders import describe_batch, to_batch
-from stnkit.recipe import Recipe, parse_recipe
+from stnkit.recipe import Recipe, RunConfig, parse_recipe
 from stnkit.runner import RunResult
 from stnkit.task import LossTask
 
@@ -88,7 +88,7 @@ class Tuner:
     ``loss``: ``loss(prediction, targets) -> scalar tensor``; default the task's (cross-entropy for
     integer targets, mean squared error for float ones). ``convert``: the conversion spec
     (``targets``, ``exclude``, ``dropout``, ``weight_decay``). ``options``: any further
-    ``train:`` setting of a recipe (``warmup_epochs``, ``patience``, ``lr_schedule``...).
+    ``train:`` or ``run:`` setting of a recipe (``warmup_epochs``, ``patience``, ``log_every``...).
     """
 
     def __init__(
@@ -168,7 +168,10 @@ class Tuner:
         model: dict[str, Any] = {"name": "module", "target": self._keys["model"]}
         if self.convert is not None:
             model["convert"] = self.convert
-        train: dict[str, Any] = {"epochs": self.epochs, "optimizer": self.optimizer, **self.options}
+        # operational settings (log_every, flush_seconds...) belong to the recipe's run: section
+        run = {k: v for k, v in self.options.items() if k in RunConfig.model_fields}
+        train_options = {k: v for k, v in self.options.items() if k not in run}
+        train: dict[str, Any] = {"epochs": self.epochs, "optimizer": self.optimizer, **train_options}
         if self.hyper_optimizer is not None:
             train["hyper_optimizer"] = self.hyper_optimizer
         return {
@@ -182,6 +185,7 @@ class Tuner:
             "hyperparameters": self.hyperparameters,
             "train": train,
             "store": {"dir": str(self.out)},
+            "run": run,
         }
 
     def recipe(self) -> Recipe:

@@ -166,7 +166,8 @@ def test_a_converted_run_survives_sigkill_and_resumes_exactly(tmp_path: Path) ->
         path = module_recipe(folder)
         data = yaml.safe_load(path.read_text())
         data["train"]["epochs"] = 40
-        data["store"].update({"checkpoint_steps": 2, "flush_seconds": 0.05})
+        data["store"].update({"checkpoint_steps": 2})
+        data["run"] = {**data.get("run", {}), "flush_seconds": 0.05}
         path.write_text(yaml.safe_dump(data))
         return path
 

@@ -33,9 +33,9 @@ RECIPE: dict[str, Any] = {
         "warmup_epochs": 1,
         "optimizer": {"name": "adam", "lr": 0.01},
         "hyper_optimizer": {"name": "adam", "lr": 0.01},
-        "log_every": 1,
     },
-    "store": {"flush_seconds": 0.05},
+    "store": {},
+    "run": {"log_every": 1, "flush_seconds": 0.05},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -337,17 +337,6 @@ class ConvertedModel(StnModel):
         self._uses = conversion.uses
         # the first training forward watches for functional dropout calls the source check missed
         self._watch_dropout_calls = conversion.tunes_dropout
-
-    #: set by a model whose run files' checkpoints name its layers at the top level
-    #: (``layers.0.weight``) rather than under ``module.``: they load all the same
-    accept_unprefixed_keys: ClassVar[bool] = False
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        if self.accept_unprefixed_keys:
-            inner = prefix + "module."
-            for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
-                state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def consumed(self) -> dict[str, HyperparameterUse]:
         """The hyperparameters this model consumes and how."""

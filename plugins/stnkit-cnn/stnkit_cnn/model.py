@@ -57,7 +57,6 @@ class _ConvNet(ConvertedModel):
     conv_names: ClassVar[tuple[str, ...]]
     fc_names: ClassVar[tuple[str, ...]]
     blocks: ClassVar[tuple[Block, ...]]
-    accept_unprefixed_keys = True
 
     def _build(self, config: Any, data: DataInfo, channels: list[int], fc: list[int], n_hyper: int) -> None:
         in_channels = data.input_shape[0]

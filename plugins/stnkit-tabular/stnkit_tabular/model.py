@@ -51,7 +51,6 @@ class STNMLP(ConvertedModel):
     }
 
     config: Config
-    accept_unprefixed_keys = True
 
     def __init__(self, config: Config, data: DataInfo, n_hyper: int) -> None:
         if any(size < 1 for size in config.hidden_sizes):

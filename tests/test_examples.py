@@ -44,7 +44,7 @@ def test_the_docs_state_each_scripts_count_and_stnkit_needs_at_most_ten_lines() 
     counts = {name: tuning_lines(EXAMPLES / name) for name in SCRIPTS}
     assert stated_counts() == counts
     assert counts["own_mlp.py"] <= 10
-    section = " ".join((ROOT / "docs" / "readme-own-model-section.md").read_text().split())
+    section = " ".join((ROOT / "README.md").read_text().split())
     stnkit, optuna = counts["own_mlp.py"], counts["optuna_mlp.py"]
     assert f"takes {stnkit} stnkit-specific lines against {optuna} for the same search" in section
 

@@ -59,11 +59,17 @@ class Clock:
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
         self.stack: list[list[Any]] = []  # [part, start, time spent in nested parts]
+        # on a GPU a part's kernels finish after its Python returns: wait for them at each boundary
+        self.sync = torch.cuda.synchronize if torch.cuda.is_available() else None
 
     def enter(self, part: str) -> None:
+        if self.sync is not None:
+            self.sync()
         self.stack.append([part, time.perf_counter(), 0.0])
 
     def leave(self) -> None:
+        if self.sync is not None:
+            self.sync()
         part, start, nested = self.stack.pop()
         spent = time.perf_counter() - start
         self.total[part] += spent - nested

@@ -137,7 +137,7 @@ def instrument(clock: Clock) -> Callable[[], None]:
     return restore
 
 
-def profile(recipe: Path, response: str, overrides: list[str]) -> tuple[dict[str, float], int]:
+def profile(recipe: Path, response: str, overrides: list[str]) -> tuple[dict[str, float], int, str]:
     clock = Clock()
     restore = instrument(clock)
     response_set = [] if response == "as shipped" else [f"response={{name: {response}}}"]
@@ -150,7 +150,7 @@ def profile(recipe: Path, response: str, overrides: list[str]) -> tuple[dict[str
     shares = {part: clock.total.get(part, 0.0) / wall for part in PARTS if part != "other"}
     shares["other"] = 1.0 - sum(shares.values())
     shares["wall"] = wall
-    return shares, result.end.step
+    return shares, result.end.step, result.status
 
 
 def main() -> int:
@@ -174,9 +174,9 @@ def main() -> int:
         for response in args.responses.split(","):
             # a short untimed run first: first-call costs (imports, torch.func set-up) are not the run's
             profile(args.recipe, response.strip(), [*overrides, "train.max_steps=2"])
-            shares, steps = profile(args.recipe, response.strip(), overrides)
+            shares, steps, status = profile(args.recipe, response.strip(), overrides)
             cells = " ".join(f"{100 * shares[p]:11.1f}%" for p in PARTS)
-            print(f"{response:10s} {shares['wall']:7.1f} {steps:6d} {cells}", flush=True)
+            print(f"{response:10s} {shares['wall']:7.1f} {steps:6d} {cells}  {status}", flush=True)
     return 0
 
 

@@ -9,7 +9,10 @@
 #   1. the best-response layers' overhead ratios on CUDA (benchmarks/overhead.py --device cuda);
 #   2. weight steps per second and peak memory for a few hundred steps of each paper-scale recipe
 #      (recipes/ptb-lstm.yaml, recipes/cifar10-alexnet.yaml) in fp32 and bf16;
-#   3. the same for a two-rank data-parallel run (torchrun, nccl) when the machine has two GPUs.
+#   3. the same for a two-rank data-parallel run (torchrun, nccl) when the machine has two GPUs;
+#   4. the batched augmentation chain's throughput on CUDA (benchmarks/augment_throughput.py);
+#   5. where a CPU recipe's wall time goes, and its tuning/fixed-twin ratio, with device=cuda
+#      (benchmarks/profile_run.py, benchmarks/run_ratio.py; short schedules, one repeat).
 # PTB comes with the repository (recipes/data/ptb.zip). CIFAR-10 is used from data/cifar10 if it is
 # there; otherwise synthetic images of the same shape are written to a temporary folder (the
 # timings are the same; the accuracies mean nothing).
@@ -57,6 +60,9 @@ if [[ "$GPUS" -eq 0 ]]; then
     step 300 "$PYTHON" benchmarks/overhead.py --quick --repeats 2 --only layers
     step 300 "$PYTHON" benchmarks/gpu_steps.py recipes/ptb-small.yaml --steps 6 --skip 2 --warmup 2 \
         --set device=cpu
+    step 120 "$PYTHON" benchmarks/augment_throughput.py --reps 3
+    step 300 "$PYTHON" benchmarks/profile_run.py recipes/toy-ridge.yaml --set train.epochs=10
+    step 300 "$PYTHON" benchmarks/run_ratio.py recipes/toy-ridge.yaml --repeats 1 --set train.epochs=10
     exit $FAILED
 fi
 
@@ -87,4 +93,14 @@ if [[ "$GPUS" -ge 2 ]]; then
 else
     echo "== 3. skipped: one GPU (the two-rank run needs two) =="
 fi
+
+echo "== 4. batched augmentation chain on CUDA (images/s; batched against a per-image loop) =="
+step 60 "$PYTHON" benchmarks/augment_throughput.py --device cuda --reps 10
+
+echo "== 5. where the time goes, and tuning/twin wall time, CPU recipes on CUDA =="
+step 120 "$PYTHON" benchmarks/profile_run.py recipes/cifar10-small.yaml --set device=cuda \
+    --set train.epochs=2
+step 90 "$PYTHON" benchmarks/run_ratio.py recipes/cifar10-small.yaml --repeats 1 --set device=cuda \
+    --set train.epochs=2
+step 60 "$PYTHON" benchmarks/run_ratio.py recipes/toy-ridge.yaml --repeats 1 --set device=cuda
 exit $FAILED

@@ -12,6 +12,7 @@ from stnkit.nn import (
     BRConv2d,
     BREmbedding,
     BRLinear,
+    BRLSTMLayer,
     channel_dropout,
     dropconnect,
     dropout,
@@ -107,6 +108,49 @@ def test_lstm_equals_nn_lstm_at_zero_gates() -> None:
         assert torch.allclose(out, expected, atol=1e-5)
         assert torch.allclose(last[1][0], hn[1], atol=1e-5)
         assert torch.allclose(last[1][1], cn[1], atol=1e-5)
+
+
+def _lstm_step_by_step(
+    layer: BRLSTMLayer, x: torch.Tensor, hnet: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
+    """The best-response LSTM written out one time step at a time, every map per step: the
+    reference the layer's one-matmul input map and fused recurrent step must equal."""
+    assert layer.hyper_ih is not None and layer.hyper_hh is not None
+    gate = 4 * layer.hidden_size
+
+    def br_map(v: torch.Tensor, w: torch.Tensor, b: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        gw, gb = (hnet @ hyper.t()).split(gate, dim=1)
+        return v @ w[0].t() + gw * (v @ w[1].t()) + b[0] + gb * b[1]
+
+    outputs = []
+    for t in range(x.shape[1]):
+        g = br_map(x[:, t], layer.weight_ih, layer.bias_ih, layer.hyper_ih)
+        g = g + br_map(h, layer.weight_hh, layer.bias_hh, layer.hyper_hh)
+        i, f, cand, o = g.split(layer.hidden_size, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def test_lstm_layer_equals_its_step_by_step_formula_forward_and_backward() -> None:
+    layer = BRLSTMLayer(5, 7, H)
+    with torch.no_grad():  # gates well away from zero, so the response branch matters
+        assert layer.hyper_ih is not None and layer.hyper_hh is not None
+        layer.hyper_ih.normal_()
+        layer.hyper_hh.normal_()
+    x = torch.randn(4, 9, 5, requires_grad=True)
+    hnet = torch.randn(4, H, requires_grad=True)
+    h0, c0 = torch.randn(4, 7), torch.randn(4, 7)
+    inputs = (x, hnet, *layer.parameters())
+    out, _ = layer(x, hnet, (h0, c0))
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), inputs)
+    expected = _lstm_step_by_step(layer, x, hnet, h0, c0)
+    weights = torch.linspace(-1, 1, expected.numel()).view_as(expected)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), inputs)
+    assert torch.allclose(out, expected, atol=1e-6)
+    for got, want in zip(grads, expected_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

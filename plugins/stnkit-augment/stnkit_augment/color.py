@@ -66,7 +66,8 @@ class Brightness(_ColourJitter):
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
         offset = uniform_factor(per_example(hp, "brightness", x))
-        return (x + x * offset).clamp(0.0, 1.0)
+        # x·(1 + (f − 1)): one pass over the pixels, exactly x at strength 0; clamped in place
+        return torch.mul(x, 1.0 + offset).clamp_(0.0, 1.0)
 
 
 class Contrast(_ColourJitter):
@@ -83,8 +84,10 @@ class Contrast(_ColourJitter):
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
         offset = uniform_factor(per_example(hp, "contrast", x))
-        mean = grey(x).mean(dim=(2, 3), keepdim=True)
-        return (x + (x - mean) * offset).clamp(0.0, 1.0)
+        # the mean grey level is the grey level of the channel means: no grey image is formed
+        mean = grey(x.mean(dim=(2, 3), keepdim=True))
+        # lerp(m, x, f) = m + f·(x − m) in one pass, and exactly x at f = 1 (strength 0)
+        return torch.lerp(mean, x, 1.0 + offset).clamp_(0.0, 1.0)
 
 
 class Saturation(_ColourJitter):
@@ -107,7 +110,7 @@ class Saturation(_ColourJitter):
         if x.shape[1] == 1:
             return x.clone()
         offset = uniform_factor(per_example(hp, "saturation", x))
-        return (x + (x - grey(x)) * offset).clamp(0.0, 1.0)
+        return torch.lerp(grey(x), x, 1.0 + offset).clamp_(0.0, 1.0)
 
 
 class Hue(_ColourJitter):

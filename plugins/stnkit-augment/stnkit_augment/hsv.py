@@ -41,9 +41,11 @@ def _from_sector_value_chroma(sector: Tensor, value: Tensor, chroma: Tensor) -> 
     case split. Every channel lies in ``[v − chroma, v]``, so no clamping is needed.
     """
     n = torch.tensor([5.0, 3.0, 1.0], device=sector.device, dtype=sector.dtype).view(3, 1, 1)
-    k = torch.remainder(n + sector.unsqueeze(-3), 6.0)
-    ramp = torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
-    return value.unsqueeze(-3) - chroma.unsqueeze(-3) * ramp
+    # full-size intermediates are updated in place where they are not needed again: on a
+    # (B, 3, H, W) batch every fresh buffer costs as much as the arithmetic
+    k = torch.add(n, sector.unsqueeze(-3)).remainder_(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return torch.addcmul(value.unsqueeze(-3), chroma.unsqueeze(-3), ramp, value=-1.0)
 
 
 def rgb_to_hsv(rgb: Tensor) -> Tensor:

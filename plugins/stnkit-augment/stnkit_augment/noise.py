@@ -43,7 +43,8 @@ class InputScaling(NormalizedSpaceAugmentation):
         low = 1.0 / (1.0 + s)
         # f − 1, so that x + (x − m)·(f − 1) is exactly x at s = 0
         offset = (low - 1.0) + (1.0 + s - low) * batch_rand(s.shape, device=s.device, dtype=s.dtype)
-        return torch.addcmul(x, x - self.mean_like(x), offset)
+        # lerp(m, x, f) = m + f·(x − m) in one pass, and exactly x at f = 1 (s = 0)
+        return torch.lerp(self.mean_like(x), x, 1.0 + offset)
 
 
 class InputDropout(NormalizedSpaceAugmentation):
@@ -70,10 +71,11 @@ class InputDropout(NormalizedSpaceAugmentation):
 
     def apply(self, x: Tensor, hp: HyperBatch) -> Tensor:
         keep = 1.0 - per_example(hp, "input_dropout", x)
-        # x + (x − m)·(gain − 1) with gain = k/(1 − p): a kept value moves by 1/(1 − p) − 1, a
-        # dropped one by −1 (to m). rand is in [0, 1), so p = 0 keeps everything and moves
-        # nothing; the clamp only keeps p = 1 (nothing kept) from dividing by zero.
-        stretch = 1.0 / keep.clamp(min=torch.finfo(x.dtype).tiny) - 1.0
+        # m + (x − m)·gain with gain = k/(1 − p): a dropped value goes to m, a kept one is stretched
+        # away from it. rand is in [0, 1), so p = 0 keeps everything, and lerp is exactly x at gain
+        # 1; the clamp only keeps p = 1 (nothing kept) from dividing by zero. The draw's buffer
+        # becomes the gain in place: no second full-size tensor.
+        gain = 1.0 / keep.clamp(min=torch.finfo(x.dtype).tiny)
         drawn = batch_rand(x.shape, device=x.device, dtype=x.dtype)
-        shift = torch.where(drawn < keep, stretch, -1.0)
-        return torch.addcmul(x, x - self.mean_like(x), shift)
+        gain = drawn.lt_(keep).mul_(gain)
+        return torch.lerp(self.mean_like(x), x, gain)

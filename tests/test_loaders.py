@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,17 @@ def test_a_recipe_loss_that_is_not_a_scalar_says_so(tmp_path: Path) -> None:
     ):
         stnkit.run(recipe(tmp_path, loss="tests.own_data:per_example_cross_entropy"))
     assert not list(tmp_path.glob("*.h5"))  # found before the run file exists
+
+
+def test_a_target_in_the_working_directory_is_found_by_the_stnkit_script(tmp_path: Path) -> None:
+    # the console script's sys.path holds its bin folder, not the working directory; a project's
+    # own module must be found from the project's root all the same, as with python -m
+    (tmp_path / "myproj_factories.py").write_text("def make():\n    return 42\n")
+    code = (
+        "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
+        "from stnkit.imports import import_target\n"
+        "print(import_target('myproj_factories:make')())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "42"

@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -748,6 +749,74 @@ def _api_help_names(w: Path, fx: Fixtures) -> None:
         raise SystemExit(3)
 
 
+def _api_python_data_nan_targets(w: Path, fx: Fixtures) -> None:
+    """A data set built in Python (no loader checked it) with one NaN training target."""
+    from collections.abc import Iterator
+
+    import torch
+
+    import stnkit
+    from stnkit import hookimpl
+    from stnkit.data import Batch, DataInfo, Dataset
+    from stnkit.errors import StnkitError
+    from stnkit.plugins import load_plugins
+    from stnkit.recipe import parse_recipe
+    from stnkit.task import RegressionTask
+
+    class Line(Dataset):
+        name = "probe-python-line"
+
+        def __init__(self, config: Any, context: Any) -> None:
+            super().__init__(config, context)
+            self.x = torch.linspace(-1, 1, 64).unsqueeze(1)
+            self.y = 2 * self.x.squeeze(1)
+            self.y[37] = float("nan")
+
+        @property
+        def info(self) -> DataInfo:
+            return DataInfo(RegressionTask(), (1,), steps_per_epoch=2, n_train=32, n_valid=32)
+
+        def _rows(self, start: int) -> Iterator[Batch]:
+            for i in range(start, start + 32, 16):
+                yield Batch(self.x[i : i + 16], self.y[i : i + 16], first=i == start)
+
+        def train_batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
+            return self._rows(32)  # the NaN is a training target
+
+        def valid_batches(self) -> Iterator[Batch]:
+            return self._rows(0)
+
+    class Register:
+        @hookimpl
+        def stnkit_register_datasets(self, register: Any) -> None:
+            register(Line)
+
+    recipe = parse_recipe(
+        {
+            "name": "python-data",
+            "data": {"name": Line.name},
+            "model": {"name": "stn-mlp", "hidden_sizes": []},
+            "hyperparameters": {"weight_decay": {"kind": "positive", "init": 0.01, "per_example": False}},
+            "train": {
+                "epochs": 2,
+                "warmup_epochs": 0,
+                "optimizer": {"name": "sgd", "lr": 0.1},
+                "hyper_optimizer": {"name": "adam", "lr": 0.01},
+            },
+        }
+    )
+    out = w / "out"
+    try:
+        result = stnkit.run(recipe, plugins=load_plugins(extra=[("probe-line", Register())]), out_dir=out)
+    except StnkitError:
+        if out.exists() and any(out.iterdir()):
+            print(f"a data error left {sorted(p.name for p in out.iterdir())}")
+            raise SystemExit(3) from None
+        raise
+    print(f"NaN targets ended the run as {result.status!r}: {result.end.message}")
+    raise SystemExit(3)
+
+
 #: Python API probes, each run in a fresh interpreter by this file's ``--api NAME`` mode; a
 #: StnkitError is a clean error (exit 2), exit 3 a known wrong answer
 API: dict[str, tuple[Callable[[Path, Fixtures], None], tuple[str, ...]]] = {
@@ -755,6 +824,7 @@ API: dict[str, tuple[Callable[[Path, Fixtures], None], tuple[str, ...]]] = {
     "open-run-damaged-file": (_api_open_damaged, ("clean:2",)),
     "datainfo-classification-output-size": (_api_classification_info, ("fine",)),
     "help-load-recipe-names": (_api_help_names, ("fine",)),
+    "python-data-nan-targets": (_api_python_data_nan_targets, ("clean:2",)),
 }
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from stnkit import distributed
 from stnkit.augment import Augmentation
 from stnkit.config import HyperparameterUse
-from stnkit.data import BuildContext, Dataset
+from stnkit.data import BuildContext, Dataset, check_batches
 from stnkit.errors import Problem, RecipeError, RegistryError, UsageError
 from stnkit.hyper.kinds import HyperKind
 from stnkit.hyper.space import HyperSpace
@@ -428,6 +428,8 @@ def build(resolved: Resolved) -> Built:
             f"{recipe.train.epochs} epochs of {info.steps_per_epoch} steps make {planned:,} weight "
             f"steps, more than {MAX_STEPS:,}: lower epochs or set train.max_steps",
         )
+    # data built in Python has not been checked by a loader: a pass over it before any run file
+    check_batches(dataset, recipe.seed)
     space = HyperSpace(
         resolved.kinds,
         default_scale=recipe.train.perturbation.init_scale,

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from stnkit.config import Component
 from stnkit.errors import DataError
-from stnkit.task import Task
+from stnkit.task import ClassificationTask, Task
 
 __all__ = [
     "MAX_CLASSES",
@@ -24,6 +24,7 @@ __all__ = [
     "DataInfo",
     "DataPath",
     "Dataset",
+    "check_batches",
     "check_features",
     "check_labels",
     "check_values",
@@ -114,7 +115,15 @@ class Dataset(Component):
     """Base class of data sets. Subclasses set ``name`` and ``Config`` and implement the passes.
 
     Batches are yielded on the CPU; the engine moves them to the run's device.
+
+    ``checks_values``: whether the data set checks its values as it loads them (with
+    :func:`check_features`, :func:`check_values` and :func:`check_labels`, as stnkit's loaders
+    do). A data set that does not is checked batch by batch before the run file is made — one
+    training epoch, the validation pass and the test pass, without the model (see
+    :func:`check_batches`); set it to skip that pass where loading the data twice costs too much.
     """
+
+    checks_values: ClassVar[bool] = False
 
     def __init__(self, config: Any, context: BuildContext) -> None:
         self.config = config
@@ -189,3 +198,58 @@ def _dtype_name(dtype: np.dtype[Any]) -> str:
     if dtype == np.object_:
         return "Python objects"
     return f"{dtype}"
+
+
+def check_batches(dataset: Dataset, seed: int) -> None:
+    """One training epoch (in the order ``seed`` draws), the validation pass and the test pass of
+    a data set that does not check its own values (``Dataset.checks_values``), batch by batch:
+    tensors of real, finite numbers, and class indices in range for a classification task. A
+    NaN target would otherwise end the run as "diverged" (or drop its test metrics) and a label
+    out of range would fail inside the loss, both after the run file exists. Torch's global random
+    state is left as it was, so a data set drawing from it draws the same numbers in the run."""
+    if dataset.checks_values:
+        return
+    task = dataset.info.task
+    classes = task.num_classes if isinstance(task, ClassificationTask) else None
+    with torch.random.fork_rng(devices=[]):
+        passes = (
+            ("training", dataset.train_batches(1, torch.Generator().manual_seed(seed))),
+            ("validation", dataset.valid_batches()),
+            ("test", dataset.test_batches()),
+        )
+        for split, batches in passes:
+            for index, batch in enumerate(batches or (), start=1):
+                where = f"data {dataset.name!r}, {split} batch {index}"
+                _check_tensor(batch.inputs, f"{where}: inputs")
+                if classes is None:
+                    _check_tensor(batch.targets, f"{where}: targets")
+                else:
+                    _check_classes(batch.targets, classes, f"{where}: targets")
+
+
+def _check_tensor(values: Any, what: str) -> None:
+    if not isinstance(values, Tensor):
+        raise DataError(f"{what} must be a torch tensor, not {type(values).__name__}")
+    if values.dtype == torch.bool:
+        raise DataError(f"{what} must hold numbers, not booleans")
+    if values.is_complex():
+        raise DataError(f"{what} must hold real numbers, not complex ones")
+    if values.is_floating_point():
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            raise DataError(f"{what} must be finite numbers: {bad} value(s) are NaN or infinite")
+
+
+def _check_classes(targets: Any, classes: int, what: str) -> None:
+    if not isinstance(targets, Tensor):
+        raise DataError(f"{what} must be a torch tensor, not {type(targets).__name__}")
+    if targets.dtype == torch.bool or targets.is_floating_point() or targets.is_complex():
+        dtype = str(targets.dtype).removeprefix("torch.")
+        raise DataError(f"{what} must be integer class labels, not {dtype}")
+    if targets.numel() == 0:
+        return
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0:
+        raise DataError(f"{what}: class labels must be non-negative, found {low}")
+    if high >= classes:
+        raise DataError(f"{what}: label {high} is out of range (the task has {classes} classes)")

@@ -274,7 +274,7 @@ class Engine:
         if not math.isfinite(loss):
             raise DivergenceError(
                 f"training loss became {loss} at weight step {self.step} (epoch {self.epoch}); "
-                f"last hyperparameters: {_fmt(self.space.values())}",
+                f"last hyperparameters: {_fmt(self.space.values())}{_bad_data(batch)}",
                 self.step,
             )
         self.hook.stnkit_step_end(
@@ -320,7 +320,7 @@ class Engine:
             )
             raise DivergenceError(
                 f"{what} at hyper step {self.hyper_step} (weight step {self.step}); "
-                f"last finite hyperparameters: {_fmt(before)}",
+                f"last finite hyperparameters: {_fmt(before)}{_bad_data(batch)}",
                 self.step,
             )
         self.hook.stnkit_step_end(
@@ -567,3 +567,17 @@ def _fmt(values: dict[str, float]) -> str:
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def _bad_data(batch: Batch) -> str:
+    """What a diverged step's batch says about its cause: its NaN or infinite inputs or targets,
+    if any (data that passed no loader's checks; counted only once the step has diverged)."""
+    found = []
+    for part, values in (("inputs", batch.inputs), ("targets", batch.targets)):
+        if values.is_floating_point() or values.is_complex():
+            bad = int((~torch.isfinite(values)).sum())
+            if bad:
+                found.append(f"{bad} NaN or infinite value(s) in its {part}")
+    if not found:
+        return ""
+    return f"; the step's batch has {' and '.join(found)}: the data is bad, not the training"

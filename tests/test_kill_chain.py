@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +31,56 @@ _spec.loader.exec_module(kill_chain)
 SETTINGS = {"train__epochs": 60, "train__log_every": 1, "store__flush_seconds": 0.05}
 
 
+def reference_run(recipe: Path, overrides: Sequence[str], folder: Path) -> Path:
+    """The uninterrupted run, in a fork like every attempt of a chain. A fork trains on one
+    thread; a run in this process trains on torch's default thread count, and a sum split over
+    another number of threads rounds differently, so on a model large enough for torch to split
+    its sums (the image recipe's convolutions) such a reference differs from every chain."""
+    path = kill_chain.run_chain(kill_chain.fork_launcher(recipe, overrides, folder), folder, []).path
+    assert path is not None
+    return Path(path)
+
+
 def setup_chain(folder: Path, **changes: Any) -> tuple[Path, Any]:
     """The recipe, the uninterrupted run's file and a fork launcher writing into ``folder/chain``."""
     recipe = write_recipe(folder, **{**SETTINGS, **changes})
-    reference = stnkit.run(recipe, out_dir=folder / "reference").path
-    assert reference is not None
+    reference = reference_run(recipe, (), folder / "reference")
     return reference, kill_chain.fork_launcher(recipe, (), folder / "chain")
 
 
+def chain_with_moments(
+    recipe: Path,
+    reference: Path,
+    folder: Path,
+    moments: int,
+    span: float,
+    seed: int,
+    then: Sequence[str] = (),
+) -> Any:
+    """A chain whose first ``moments`` kills come at random moments within ``span`` seconds of
+    each attempt's run file going live, followed by the named kills ``then``; every kill must land.
+
+    The span comes from the reference's training time, but on a shared machine a chain can run
+    several times faster than its reference did and finish before its last kill. Such a chain is
+    compared with the reference all the same; then the moments are drawn again over a span a
+    third as long, until every kill lands."""
+    rng = random.Random(seed)
+    for attempt in range(4):
+        schedule = [*(rng.uniform(0.0, span / 3**attempt) for _ in range(moments)), *then]
+        out = folder / f"chain{attempt}"
+        chain = kill_chain.run_chain(kill_chain.fork_launcher(recipe, (), out), out, schedule, anchor="live")
+        assert kill_chain.differences(reference, chain.path) == []
+        if chain.kills == len(schedule):
+            return chain
+    raise AssertionError(f"the run finished before its last kill at every span: {chain}")
+
+
 def test_a_run_killed_at_a_dozen_random_moments_ends_identical(tmp_path: Path) -> None:
-    reference, launch = setup_chain(tmp_path, train__epochs=80, store__checkpoint_steps=3)
+    recipe = write_recipe(tmp_path, **{**SETTINGS, "train__epochs": 80, "store__checkpoint_steps": 3})
+    reference = reference_run(recipe, (), tmp_path / "reference")
     training = float(stnkit.open_run(reference).epochs["time"][-1])  # scales with this machine
-    rng = random.Random(15)
-    # the twelve kills together take at most 40% of the reference's training time (20% on average),
-    # so the chain cannot finish early even if the machine gets 2.5x faster between the two
-    schedule = [rng.uniform(0.0, training / 30) for _ in range(12)]
-    chain = kill_chain.run_chain(launch, tmp_path / "chain", schedule, anchor="live")
-    assert chain.kills == 12, chain  # every kill landed: the run never finished early
-    assert kill_chain.differences(reference, chain.path) == []
+    # the twelve kills together take at most 40% of the reference's training time (20% on average)
+    chain = chain_with_moments(recipe, reference, tmp_path, 12, training / 30, seed=15)
     assert stnkit.open_run(chain.path).attrs["resumed"] == 12  # every resume got to train
 
 
@@ -82,17 +115,20 @@ def test_a_kill_after_the_status_is_written_leaves_a_complete_record(tmp_path: P
 
 
 def test_a_fixed_response_run_killed_again_and_again(tmp_path: Path) -> None:
-    reference, launch = setup_chain(tmp_path, response={"name": "fixed"})
+    recipe = write_recipe(tmp_path, **{**SETTINGS, "response": {"name": "fixed"}})
+    reference = reference_run(recipe, (), tmp_path / "reference")
     assert not len(stnkit.open_run(reference).hyper["step"])
     training = float(stnkit.open_run(reference).epochs["time"][-1])
-    rng = random.Random(3)
-    # timed kills from the moment the run is live, four of them at most 40% of its training in
-    # all: a fixed number of seconds let a faster machine finish the run before the last kill
-    timed = [rng.uniform(0.0, training / 10) for _ in range(4)]
-    schedule = [*timed, "weight-step:9", "final-eval", "end-attrs"]
-    chain = kill_chain.run_chain(launch, tmp_path / "chain", schedule, anchor="live")
-    assert chain.kills == len(schedule)
-    assert kill_chain.differences(reference, chain.path) == []
+    # four timed kills at most 40% of the reference's training in all, then three named ones
+    chain_with_moments(
+        recipe,
+        reference,
+        tmp_path,
+        4,
+        training / 10,
+        seed=3,
+        then=["weight-step:9", "final-eval", "end-attrs"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,7 +154,7 @@ def test_kills_while_tables_and_checkpoints_outgrow_the_file(tmp_path: Path) -> 
     """Tables preallocated too small and the first checkpoint (which needs slots) force the
     file to be rebuilt mid-run; kills land on those rebuilds, and on the creation itself."""
     recipe = write_recipe(tmp_path, **{**SETTINGS, "train__epochs": 12, "store__checkpoint_steps": 3})
-    reference = stnkit.run(recipe, out_dir=tmp_path / "reference").path
+    reference = reference_run(recipe, (), tmp_path / "reference")
     launch = kill_chain.fork_launcher(recipe, (), tmp_path / "chain", setup=_tiny_tables)
     schedule = ["rebuild", "rebuild:2", "rebuilt:3", "rebuild:2", "flush-rows:4", "rebuilt:2"]
     chain = kill_chain.run_chain(launch, tmp_path / "chain", schedule)
@@ -187,3 +223,50 @@ def test_a_file_left_flagged_open_for_writing_is_explained(
     assert child.exitcode == -9
     assert main(["show", str(path)]) == 2
     assert f"h5clear -s {path}" in capsys.readouterr().err
+
+
+IMAGE_DATA = Path(__file__).parents[1] / "plugins" / "stnkit-cnn" / "tests" / "data" / "fashion-mnist"
+#: the Fashion-MNIST recipe — three dropout rates, five augmentations, all drawn per example — at toy
+#: size on the committed slice: four weight steps an epoch, a checkpoint every two
+IMAGE = [
+    f"data.root={IMAGE_DATA}",
+    "data.valid_size=100",
+    "data.train_subset=100",
+    "data.valid_subset=null",
+    "data.test_subset=100",
+    "data.batch_size=25",
+    "data.eval_batch_size=50",
+    "model.channels=[4,8]",
+    "model.hidden=16",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.log_every=1",
+    "store.checkpoint_steps=2",
+    "store.flush_seconds=0.05",
+]
+
+IMAGE_KILLS = [
+    "weight-step:3",  # mid-epoch, a step after the first checkpoint
+    "checkpoint-bytes:2",
+    "weight-step:5",
+    "flush-rows:2",
+    "final-eval",
+    "end-results",
+]
+
+
+@pytest.mark.parametrize("response", ["stn", "delta-stn"])
+def test_an_image_run_with_dropout_augmentation_and_per_example_draws_killed_again_and_again(
+    tmp_path: Path, response: str
+) -> None:
+    recipe = Path(__file__).parents[1] / "recipes" / "fashion-mnist.yaml"
+    overrides = [*IMAGE, f"response.name={response}"]
+    reference = reference_run(recipe, overrides, tmp_path / "reference")
+    record = stnkit.open_run(reference)
+    assert record.steps == 12 and len(record.hyperparameters) == 9
+    per_example = record.recipe["hyperparameters"]
+    assert all(spec.get("per_example", True) for spec in per_example.values())
+    launch = kill_chain.fork_launcher(recipe, overrides, tmp_path / "chain")
+    chain = kill_chain.run_chain(launch, tmp_path / "chain", IMAGE_KILLS)
+    assert chain.kills == len(IMAGE_KILLS) and chain.restarts == 0
+    assert kill_chain.differences(reference, chain.path) == []

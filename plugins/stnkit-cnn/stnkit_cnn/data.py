@@ -118,6 +118,7 @@ class ImageData(Dataset):
     """Train / validation / test image tensors held as uint8, batched as floats in [0, 1]."""
 
     classes: tuple[str, ...] = ()
+    checks_values = True  # checked as loaded
     Config = ImageConfig
     config: ImageConfig
 

@@ -151,6 +151,7 @@ class PTBData(Dataset):
     each pass starts at the beginning (``first``) and moves forward in order."""
 
     name = "ptb"
+    checks_values = True  # token ids of its own vocabulary: in range by construction
 
     class Config(ComponentConfig):
         root: DataPath = Field(description="ptb.zip, or a folder holding ptb.{train,valid,test}.txt")

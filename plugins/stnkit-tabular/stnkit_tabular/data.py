@@ -98,6 +98,7 @@ class TabularData(Dataset):
     """Tabular arrays held in memory, shuffled each epoch with the run's data generator."""
 
     name = "tabular"
+    checks_values = True  # checked as loaded
 
     class Config(ComponentConfig):
         path: DataPath = Field(description=".npz file; relative paths start at the recipe's folder")

@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from stnkit.config import HyperparameterUse
@@ -385,12 +386,10 @@ class ConvertedModel(StnModel):
 
 
 def _sum_norms(module: nn.Module, places: list[tuple[str, str]], hnet: Tensor | None) -> Tensor:
-    total: Tensor | None = None
-    for path, attribute in places:
-        norm = _sq_norm(module, path, attribute, hnet)
-        total = norm if total is None else total + norm
-    assert total is not None
-    return total
+    """``Σ‖effective weight‖²`` over ``places``: ``(B,)``, or a scalar when no norm has a batch."""
+    norms = [_sq_norm(module, path, attribute, hnet) for path, attribute in places]
+    shape = max((n.shape for n in norms), key=len)  # a scalar or (B,): the longest broadcasts
+    return torch.stack([n.expand(shape) for n in norms]).sum(dim=0)
 
 
 def _sq_norm(root: nn.Module, path: str, attribute: str, hnet: Tensor | None) -> Tensor:

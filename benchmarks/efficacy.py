@@ -22,6 +22,7 @@ with wall time, and writes a JSON summary (``--json``). Every run is an ordinary
 
     python benchmarks/efficacy.py recipes/cifar10-small.yaml --seeds 0 1 2
     python benchmarks/efficacy.py recipes/toy-ridge.yaml --seeds 0 --methods stn fixed --set train.epochs=20
+    python benchmarks/efficacy.py recipes/ptb-transformer.yaml --methods stn fixed hand --threads 1
 """
 
 from __future__ import annotations

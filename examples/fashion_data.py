@@ -33,20 +33,23 @@ def _read(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(file.read(), dtype=np.uint8, offset=offset)
 
 
-def _split(root: Path, prefix: str, start: int, count: int) -> TensorDataset:
-    images = _read(root / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)[start : start + count]
-    labels = _read(root / f"{prefix}-labels-idx1-ubyte.gz", 8)[start : start + count]
-    x = (torch.tensor(images, dtype=torch.float32) / 255.0 - MEAN) / STD
-    return TensorDataset(x, torch.tensor(labels, dtype=torch.long))
+def _split(root: Path, prefix: str, count: int, from_end: bool = False) -> TensorDataset:
+    images = _read(root / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
+    labels = _read(root / f"{prefix}-labels-idx1-ubyte.gz", 8)
+    if count > len(labels):
+        raise SystemExit(f"{root} holds {len(labels)} {prefix} images, fewer than the {count} asked for")
+    part = slice(len(labels) - count, None) if from_end else slice(0, count)
+    x = (torch.tensor(images[part], dtype=torch.float32) / 255.0 - MEAN) / STD
+    return TensorDataset(x, torch.tensor(labels[part], dtype=torch.long))
 
 
 def loaders(n_train: int, n_valid: int, n_test: int, batch_size: int = 100) -> tuple[DataLoader[Any], ...]:
-    """The first ``n_train`` training images, ``n_valid`` from the last 10,000 (validation) and
-    the first ``n_test`` test images."""
+    """The first ``n_train`` training images, the last ``n_valid`` of the training file
+    (validation) and the first ``n_test`` test images."""
     root = find_root()
-    train = _split(root, "train", 0, n_train)
-    valid = _split(root, "train", 50_000, n_valid)
-    test = _split(root, "t10k", 0, n_test)
+    train = _split(root, "train", n_train)
+    valid = _split(root, "train", n_valid, from_end=True)
+    test = _split(root, "t10k", n_test)
     return (
         DataLoader(train, batch_size=batch_size, shuffle=True),
         DataLoader(valid, batch_size=500),

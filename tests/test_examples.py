@@ -51,7 +51,9 @@ def test_the_docs_state_each_scripts_count_and_stnkit_needs_at_most_ten_lines() 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_each_example_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the Fashion-MNIST slice committed with the CNN plugin's tests: no data outside the repository
+    slice_ = ROOT / "plugins" / "stnkit-cnn" / "tests" / "data" / "fashion-mnist"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST": str(slice_)}
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--tiny"],
         cwd=tmp_path,

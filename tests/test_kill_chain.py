@@ -240,9 +240,9 @@ IMAGE = [
     "model.hidden=16",
     "train.epochs=3",
     "train.warmup_epochs=1",
-    "train.log_every=1",
+    "run.log_every=1",
     "store.checkpoint_steps=2",
-    "store.flush_seconds=0.05",
+    "run.flush_seconds=0.05",
 ]
 
 IMAGE_KILLS = [

@@ -65,7 +65,6 @@ __all__ = [
     "batch_randint",
     "batch_randn",
     "collectively",
-    "jvp_composes",
     "launched",
     "mean",
     "world",
@@ -312,15 +311,6 @@ def average_weight_gradients_(params: Iterable[Tensor]) -> None:
     """:func:`average_gradients_` on the ``.grad`` of ``params`` (after a backward)."""
     if _WORLD.active and _WORLD.world_size > 1:
         average_gradients_(p.grad for p in params)
-
-
-def jvp_composes() -> bool:
-    """Whether ``torch.func.jvp`` may be used in a weight step in this world (Δ-STN's linearized
-    response). Always true here: weight gradients are reduced after the backward pass by
-    :func:`average_weight_gradients_`, not by DDP's autograd hooks, which is what a JVP does not
-    compose with. A response model asks this rather than ``world().world_size > 1``, so the
-    policy lives in one place should the reduction ever move into DDP."""
-    return True
 
 
 def gather_objects(obj: Any) -> list[Any]:

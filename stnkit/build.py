@@ -25,11 +25,30 @@ from stnkit.objective import Objective
 from stnkit.optim import make_optimizer
 from stnkit.plugins import Plugins
 from stnkit.precision import Precision
-from stnkit.recipe import MAX_STEPS, ComponentSection, Recipe, mark_overrides, pydantic_problems
+from stnkit.recipe import (
+    MAX_STEPS,
+    ComponentSection,
+    OptimizerConfig,
+    PerturbationConfig,
+    Recipe,
+    TrainConfig,
+    mark_overrides,
+    pydantic_problems,
+)
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
+from stnkit.settings import OptimizerSettings, PerturbationSettings, TrainSettings
 
-__all__ = ["Built", "Resolved", "build", "make_optimizer", "resolve", "resolve_device"]
+__all__ = [
+    "Built",
+    "Resolved",
+    "build",
+    "make_optimizer",
+    "optimizer_settings",
+    "resolve",
+    "resolve_device",
+    "train_settings",
+]
 
 
 @dataclass
@@ -403,6 +422,42 @@ def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
     return out
 
 
+def optimizer_settings(config: OptimizerConfig) -> OptimizerSettings:
+    """A recipe's optimizer section as the settings :func:`make_optimizer` reads."""
+    return OptimizerSettings(
+        name=config.name,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+        eps=config.eps,
+        clip=config.clip,
+    )
+
+
+def _perturbation_settings(config: PerturbationConfig) -> PerturbationSettings:
+    return PerturbationSettings(
+        init_scale=config.init_scale,
+        tune=config.tune,
+        entropy_weight=config.entropy_weight,
+        max_scale=config.max_scale,
+    )
+
+
+def train_settings(train: TrainConfig) -> TrainSettings:
+    """A recipe's ``train`` section as the settings response models read."""
+    return TrainSettings(
+        optimizer=optimizer_settings(train.optimizer),
+        hyper_optimizer=optimizer_settings(train.hyper_optimizer),
+        response_optimizer=None
+        if train.response_optimizer is None
+        else optimizer_settings(train.response_optimizer),
+        scale_optimizer=None if train.scale_optimizer is None else optimizer_settings(train.scale_optimizer),
+        perturbation=_perturbation_settings(train.perturbation),
+    )
+
+
 def build(resolved: Resolved) -> Built:
     """Construct data, hyperparameter space, model, response, objective and optimizers.
 
@@ -458,10 +513,10 @@ def build(resolved: Resolved) -> Built:
         except UsageError as error:
             # e.g. an image augmentation on tabular data: give the message its recipe location
             raise RecipeError.single(chosen.where, str(error)) from None
-    train = recipe.train
+    train = train_settings(recipe.train)
     weight_optimizer = make_optimizer(train.optimizer, response.weight_parameters(model, train))
     hyper_optimizer = None
-    if response.tunes and train.hyper_steps > 0:
+    if response.tunes and recipe.train.hyper_steps > 0:
         hyper_optimizer = make_optimizer(train.hyper_optimizer, response.hyper_parameters(space, train))
     parts = TrainingParts(
         model=model,
@@ -474,7 +529,7 @@ def build(resolved: Resolved) -> Built:
         clip=train.optimizer.clip,
         hyper_clip=train.hyper_optimizer.clip,
         perturbation=train.perturbation,
-        precision=Precision(train.precision, device),
+        precision=Precision(recipe.train.precision, device),
     )
     response.setup(parts, train)
     return Built(resolved=resolved, dataset=dataset, parts=parts, response=response, device=device)

@@ -1,4 +1,4 @@
-"""Torch optimizers from their recipe sections."""
+"""Torch optimizers from their settings."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from stnkit.recipe import OptimizerConfig
+from stnkit.settings import OptimizerSettings
 
 __all__ = ["lr_factor", "make_optimizer", "schedule_lr"]
 
 
-def make_optimizer(config: OptimizerConfig, params: Iterable[Tensor]) -> torch.optim.Optimizer:
-    """Build a torch optimizer from its recipe section (clipping is applied by the step rule).
+def make_optimizer(config: OptimizerSettings, params: Iterable[Tensor]) -> torch.optim.Optimizer:
+    """Build a torch optimizer from its settings (clipping is applied by the step rule).
 
     ``params`` may be parameters or views of them (see :mod:`stnkit.nn.split`)."""
     params = list(params)

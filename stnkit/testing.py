@@ -56,8 +56,8 @@ from stnkit.nn.base import BestResponse
 from stnkit.objective import LossObjective
 from stnkit.optim import make_optimizer
 from stnkit.plugins import Plugins, load_plugins
-from stnkit.recipe import OptimizerConfig, TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts
+from stnkit.settings import OptimizerSettings, TrainSettings
 from stnkit.task import RegressionTask, Task
 
 __all__ = [
@@ -453,10 +453,9 @@ class ResponseConformance:
         space = HyperSpace({"weight_decay": kind}, default_scale=0.5)
         model = TinyRegression(None, data.info, space.size if self.response_cls.uses_response else 0)
         response = self.response_cls(self.response_cls.Config.model_validate(self.config), space)
-        train = TrainConfig(
-            epochs=1,
-            optimizer=OptimizerConfig(name="sgd", lr=0.05),
-            hyper_optimizer=OptimizerConfig(name="adam", lr=0.05),
+        train = TrainSettings(
+            optimizer=OptimizerSettings(name="sgd", lr=0.05),
+            hyper_optimizer=OptimizerSettings(name="adam", lr=0.05),
         )
         opt = make_optimizer(train.optimizer, response.weight_parameters(model, train))
         hyper_opt = (

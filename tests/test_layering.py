@@ -1,7 +1,9 @@
-"""The package's import graph has no circle, and the plugin markers sit in a leaf module.
+"""The package's import graph has no circle, the plugin markers sit in a leaf module, and the
+recipe schema is known only to the modules that turn recipes into runs.
 
-Imports are read from the source (module level, outside ``if TYPE_CHECKING:``), so the check
-holds however the modules happen to be imported at run time.
+Imports are read from the source, so the checks hold however the modules happen to be imported
+at run time. The circle check follows module-level imports outside ``if TYPE_CHECKING:``; the
+recipe check counts every import, in functions and type-checking blocks too.
 """
 
 from __future__ import annotations
@@ -151,3 +153,75 @@ def test_plugins_keep_their_marker_import() -> None:
     from stnkit.markers import hookimpl
 
     assert stnkit.hookimpl is hookimpl is from_specs
+
+
+# Every stnkit module that imports stnkit.recipe, and why. Components (response models, the
+# optimizer factory, kinds, data, models) read settings objects made by the builder instead.
+RECIPE_IMPORTERS = {
+    "stnkit": "the public API re-exports load_recipe and Recipe",
+    "stnkit.build": "the builder: stage-2 validation and the settings objects made from a recipe",
+    "stnkit.cli": "the command line loads the recipe files it is given",
+    "stnkit.runner": "run() and validate() take a Recipe or a recipe file; resume parses the stored one",
+    "stnkit.tuner": "the Python entry point writes its run as a recipe",
+    "stnkit.analysis.replay": "a replay is a new recipe made from a run file's stored one",
+    "stnkit.tune.driver": "a study loads the recipe file it searches over",
+    "stnkit.tune.worker": "a trial's recipe is the study's stored one with sampled values",
+    "stnkit.hookspecs": "stnkit_make_store receives the validated recipe",
+    "stnkit.store.hdf5": "the run file records the recipe and sizes its tables from its plan",
+}
+
+
+def _imports_recipe(name: str, path: Path) -> bool:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            if any(alias.name == "stnkit.recipe" for alias in node.names):
+                return True
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base == "stnkit.recipe" or (base == "stnkit" and any(a.name == "recipe" for a in node.names)):
+                return True
+    return False
+
+
+def test_only_the_front_ends_and_the_builder_import_the_recipe_schema() -> None:
+    importers = {
+        name for name, path in _modules().items() if name != "stnkit.recipe" and _imports_recipe(name, path)
+    }
+    assert importers == set(RECIPE_IMPORTERS)
+
+
+def test_the_recipe_check_sees_every_form_of_import(tmp_path: Path) -> None:
+    forms = [
+        "import stnkit.recipe",
+        "from stnkit.recipe import Recipe",
+        "from stnkit import recipe",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stnkit.recipe import Recipe",
+        "def f():\n    from stnkit.recipe import load_recipe",
+    ]
+    for i, source in enumerate(forms):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(source + "\n", encoding="utf-8")
+        assert _imports_recipe("stnkit.m", path), source
+    relative = tmp_path / "rel.py"
+    relative.write_text("from ..recipe import Recipe\n", encoding="utf-8")
+    assert _imports_recipe("stnkit.response.rel", relative)
+    clean = tmp_path / "clean.py"
+    clean.write_text("from stnkit.settings import TrainSettings\n", encoding="utf-8")
+    assert not _imports_recipe("stnkit.m", clean)
+
+
+def test_response_models_and_the_optimizer_factory_import_without_the_schema() -> None:
+    code = (
+        "import sys\n"
+        "import stnkit.response.stn, stnkit.response.delta_stn, stnkit.response.fixed, stnkit.optim\n"
+        "assert 'stnkit.recipe' not in sys.modules, sorted(sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.model import ModelOutput, StnModel
 from stnkit.objective import Objective
 from stnkit.precision import Precision
-from stnkit.recipe import PerturbationConfig, TrainConfig
+from stnkit.settings import PerturbationSettings, TrainSettings
 from stnkit.task import Task
 
 __all__ = ["ResponseModel", "TrainingParts", "hyper_update", "outer_step", "train_on"]
@@ -37,7 +37,7 @@ class TrainingParts:
     hyper_optimizer: torch.optim.Optimizer | None
     clip: float | None
     hyper_clip: float | None
-    perturbation: PerturbationConfig
+    perturbation: PerturbationSettings
     #: the regularizer penalty (``ModelOutput.penalty``, 0 without one) of the latest weight step,
     #: set by :func:`train_on`; NaN when a response model's step does not report it
     last_penalty: float = math.nan
@@ -79,15 +79,15 @@ class ResponseModel(Component):
         self.config = config
         self.space = space
 
-    def weight_parameters(self, model: StnModel, train: TrainConfig) -> list[Tensor]:
+    def weight_parameters(self, model: StnModel, train: TrainSettings) -> list[Tensor]:
         """What ``train.optimizer`` updates: by default every parameter of the model."""
         return list(model.parameters())
 
-    def hyper_parameters(self, space: HyperSpace, train: TrainConfig) -> list[Tensor]:
+    def hyper_parameters(self, space: HyperSpace, train: TrainSettings) -> list[Tensor]:
         """What ``train.hyper_optimizer`` updates: by default ``h`` and ``s`` together."""
         return [space.h, space.s]
 
-    def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+    def setup(self, parts: TrainingParts, train: TrainSettings) -> None:
         """Called once the model and the optimizers exist, before any step (and before a resumed
         run's checkpoint is loaded): build extra optimizers, adjust the initial model."""
 

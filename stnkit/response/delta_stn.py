@@ -27,8 +27,8 @@ from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.model import ModelOutput, StnModel
 from stnkit.nn.split import ParameterGroup, ParameterSplit, split_parameters, zero_hyper_weights
 from stnkit.optim import make_optimizer
-from stnkit.recipe import TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step
+from stnkit.settings import TrainSettings
 
 __all__ = ["DeltaSTNResponse", "linearized_prediction"]
 
@@ -105,13 +105,13 @@ class DeltaSTNResponse(ResponseModel):
             self.split = split
         return self.split
 
-    def weight_parameters(self, model: StnModel, train: TrainConfig) -> list[Tensor]:
+    def weight_parameters(self, model: StnModel, train: TrainSettings) -> list[Tensor]:
         return self._split(model).general.tensors
 
-    def hyper_parameters(self, space: HyperSpace, train: TrainConfig) -> list[Tensor]:
+    def hyper_parameters(self, space: HyperSpace, train: TrainSettings) -> list[Tensor]:
         return [space.h]
 
-    def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+    def setup(self, parts: TrainingParts, train: TrainSettings) -> None:
         if parts.precision.mode != "fp32":
             # its two updates and the JVP run outside autocast and without a loss scaler
             raise UsageError(f"train.precision: delta-stn runs in fp32 only (not {parts.precision.mode})")

@@ -12,8 +12,8 @@ from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch, HyperSpace
 from stnkit.optim import make_optimizer
-from stnkit.recipe import TrainConfig
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step, train_on
+from stnkit.settings import TrainSettings
 
 __all__ = ["STNResponse"]
 
@@ -44,10 +44,10 @@ class STNResponse(ResponseModel):
     scale_optimizer: torch.optim.Optimizer | None = None
     scale_clip: float | None = None
 
-    def hyper_parameters(self, space: HyperSpace, train: TrainConfig) -> list[Tensor]:
+    def hyper_parameters(self, space: HyperSpace, train: TrainSettings) -> list[Tensor]:
         return [space.h] if train.scale_optimizer is not None else [space.h, space.s]
 
-    def setup(self, parts: TrainingParts, train: TrainConfig) -> None:
+    def setup(self, parts: TrainingParts, train: TrainSettings) -> None:
         if train.scale_optimizer is not None and parts.hyper_optimizer is not None:
             self.scale_optimizer = make_optimizer(train.scale_optimizer, [self.space.s])
             self.scale_clip = train.scale_optimizer.clip

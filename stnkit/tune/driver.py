@@ -26,11 +26,12 @@ from typing import Any
 
 import yaml
 
+from stnkit.build import resolve
 from stnkit.errors import UsageError
 from stnkit.plugins import Plugins, load_plugins
 from stnkit.recipe import load_recipe
 from stnkit.tune.progress import Snapshot, StudyView, TrialRow
-from stnkit.tune.space import search_space
+from stnkit.tune.space import require_tuned, search_space
 from stnkit.tune.study import (
     DEADLINE,
     FAILURE_LIMIT,
@@ -151,7 +152,9 @@ def create_study(
     optuna = import_optuna()
     plugins = plugins or load_plugins()
     recipe = load_recipe(recipe_path, overrides)
-    space = search_space(recipe, plugins)
+    label = recipe.source or recipe.name
+    require_tuned(recipe.hyperparameters, label)
+    space = search_space(resolve(recipe, plugins).kinds, label)
     trials = options.trials
     grid: dict[str, list[float]] | None = None
     if options.method == "grid":

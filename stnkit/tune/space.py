@@ -15,13 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stnkit.build import resolve
 from stnkit.errors import Problem, RecipeError, UsageError
-from stnkit.hyper.kinds import SearchRange
-from stnkit.plugins import Plugins
-from stnkit.recipe import Recipe
+from stnkit.hyper.kinds import HyperKind, SearchRange
 
-__all__ = ["SearchSpace", "Suggester", "search_space", "trial_recipe_data"]
+__all__ = ["SearchSpace", "Suggester", "require_tuned", "search_space", "trial_recipe_data"]
 
 
 class Suggester(Protocol):
@@ -82,23 +79,26 @@ class SearchSpace:
         return cls({name: SearchRange(**dict(r)) for name, r in data.items()})
 
 
-def search_space(recipe: Recipe, plugins: Plugins) -> SearchSpace:
-    """The search space of ``recipe``: every hyperparameter declared with ``tune: true``.
+def require_tuned(declared: Mapping[str, Any], label: str) -> None:
+    """Raise :class:`~stnkit.errors.UsageError` when no declaration in ``declared`` (a recipe's
+    ``hyperparameters`` section) is tuned; ``label`` names the recipe in the message.
 
-    Raises :class:`~stnkit.errors.RecipeError` for an invalid recipe or a kind without a usable
-    range, and :class:`~stnkit.errors.UsageError` when nothing is left to tune.
+    Checked before stage 2, which would report an STN recipe without tuned values as the STN's
+    problem.
     """
-    # before stage 2, which would report an STN recipe without tuned values as the STN's problem
-    if not any(
-        isinstance(e, dict) and e.get("tune", True) is not False for e in recipe.hyperparameters.values()
-    ):
-        raise UsageError(
-            f"{recipe.source or recipe.name}: nothing to tune: declare a hyperparameter with tune: true"
-        )
-    resolved = resolve(recipe, plugins)
+    if not any(isinstance(e, Mapping) and e.get("tune", True) is not False for e in declared.values()):
+        raise UsageError(f"{label}: nothing to tune: declare a hyperparameter with tune: true")
+
+
+def search_space(kinds: Mapping[str, HyperKind], label: str) -> SearchSpace:
+    """The search space of a resolved recipe's ``kinds``: every one declared with ``tune: true``.
+
+    Raises :class:`~stnkit.errors.RecipeError` for a kind without a usable range, and
+    :class:`~stnkit.errors.UsageError` (naming the recipe by ``label``) when nothing is tuned.
+    """
     ranges: dict[str, SearchRange] = {}
     problems: list[Problem] = []
-    for name, kind in resolved.kinds.items():
+    for name, kind in kinds.items():
         if not kind.config.tune:
             continue
         try:
@@ -108,9 +108,7 @@ def search_space(recipe: Recipe, plugins: Plugins) -> SearchSpace:
     if problems:
         raise RecipeError(problems)
     if not ranges:
-        raise UsageError(
-            f"{recipe.source or recipe.name}: nothing to tune: declare a hyperparameter with tune: true"
-        )
+        raise UsageError(f"{label}: nothing to tune: declare a hyperparameter with tune: true")
     return SearchSpace(ranges)
 
 

@@ -335,25 +335,7 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
     if model is not None and all(a is not None for a in augment) and objective is not None:
         constants = _check_consumers(recipe, kinds, consumers, tunes, problems)
     if response is not None:
-        schedule = getattr(response.config, "schedule", None)
-        for name, column in (getattr(schedule, "values", {}) or {}).items():
-            if name not in recipe.hyperparameters:
-                problems.append(
-                    (f"response.schedule.values.{name}", f"{name!r} is not a declared hyperparameter")
-                )
-            elif name in kinds:
-                # a value outside the kind's range has no unconstrained value (a negative weight
-                # decay is log of a negative number): the run diverged at its first step
-                kind = kinds[name]
-                for i, value in enumerate(column):
-                    if not kind.low <= value <= kind.high:
-                        problems.append(
-                            (
-                                f"response.schedule.values.{name}.{i}",
-                                f"{value:g} is outside the range [{kind.low:g}, {kind.high:g}] "
-                                f"of kind {kind.name!r}",
-                            )
-                        )
+        _check_scheduled(response, recipe, kinds, problems)
     if problems:
         raise RecipeError(mark_overrides(_dedupe(problems), recipe.overridden))
     assert data
@@ -373,6 +355,31 @@ def resolve(recipe: Recipe, plugins: Plugins) -> Resolved:
         device=device,
         observers=observers,
     )
+
+
+def _check_scheduled(
+    response: Chosen, recipe: Recipe, kinds: Mapping[str, HyperKind], problems: list[Problem]
+) -> None:
+    """Each value the response sets must be of a declared hyperparameter and inside its kind's
+    range: outside it a value has no unconstrained form (a negative weight decay is the log of a
+    negative number) and the run would diverge at its first step."""
+    for scheduled in response.cls.scheduled_values(response.config):
+        where = f"{response.where}.{scheduled.where}"
+        name = scheduled.name
+        if name not in recipe.hyperparameters:
+            problems.append((where, f"{name!r} is not a declared hyperparameter"))
+            continue
+        kind = kinds.get(name)
+        if kind is None:
+            continue  # its own declaration is already reported as a problem
+        for i, value in enumerate(scheduled.values):
+            if not kind.low <= value <= kind.high:
+                problems.append(
+                    (
+                        f"{where}.{i}",
+                        f"{value:g} is outside the range [{kind.low:g}, {kind.high:g}] of kind {kind.name!r}",
+                    )
+                )
 
 
 def _consumed(

@@ -499,7 +499,7 @@ class ResponseConformance:
                 response.before_weight_step(step)
                 response.weight_step(parts, batch)
             assert parts.hyper_optimizer is None
-            if getattr(response.config, "schedule", None) is None:
+            if not response.scheduled_values(response.config):
                 assert torch.equal(parts.space.h.detach(), h)
             return
         for _ in range(3):

@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stnkit.build import resolve
+from stnkit.config import ComponentConfig
+from stnkit.errors import RecipeError
 from stnkit.nn import split_parameters
+from stnkit.plugins import load_plugins
+from stnkit.recipe import parse_recipe
 from stnkit.response import FixedResponse, STNResponse
+from stnkit.response.base import ScheduledValues
 from stnkit.runner import prepare
 from stnkit.testing import ResponseConformance, make_space
 from tests.test_delta_stn import MODELS, RECIPES
+
+ROOT = RECIPES.parent
 
 
 class TestSTNResponse(ResponseConformance):
@@ -62,3 +70,37 @@ def test_v_starts_from_the_released_spread(model: str) -> None:
     assert initial
     for v in initial:
         assert 0.005 < float(v.std()) < 0.02
+
+
+class _Ramp(FixedResponse):
+    """A third-party response that sets values of its own (``ramp.to``) as the run goes."""
+
+    name = "test-ramp"
+
+    class Config(ComponentConfig):
+        to: dict[str, list[float]] = {}
+
+    @classmethod
+    def scheduled_values(cls, config: Config) -> list[ScheduledValues]:
+        return [ScheduledValues(name, values, f"to.{name}") for name, values in config.to.items()]
+
+
+def test_values_a_response_schedules_are_checked_against_the_declarations() -> None:
+    plugins = load_plugins()
+    plugins.responses.register(_Ramp)
+    data = {
+        "name": "ramp",
+        "data": {"name": "tabular", "path": str(ROOT / "recipes/data/toy-ridge.npz"), "batch_size": 20},
+        "model": {"name": "stn-mlp", "hidden_sizes": []},
+        "hyperparameters": {"weight_decay": {"kind": "positive", "init": 0.01, "per_example": False}},
+        "train": {"epochs": 1, "optimizer": {"name": "sgd", "lr": 0.1}},
+    }
+    good = {**data, "response": {"name": "test-ramp", "to": {"weight_decay": [0.1, 0.2]}}}
+    resolve(parse_recipe(good), plugins)
+    bad = {**data, "response": {"name": "test-ramp", "to": {"weight_decay": [0.1, -1.0], "dropout": [0.1]}}}
+    with pytest.raises(RecipeError) as caught:
+        resolve(parse_recipe(bad), plugins)
+    assert caught.value.problems == [
+        ("response.to.weight_decay.1", "-1 is outside the range [0, inf] of kind 'positive'"),
+        ("response.to.dropout", "'dropout' is not a declared hyperparameter"),
+    ]

@@ -21,7 +21,7 @@ from stnkit.precision import Precision
 from stnkit.settings import PerturbationSettings, TrainSettings
 from stnkit.task import Task
 
-__all__ = ["ResponseModel", "TrainingParts", "hyper_update", "outer_step", "train_on"]
+__all__ = ["ResponseModel", "ScheduledValues", "TrainingParts", "hyper_update", "outer_step", "train_on"]
 
 
 @dataclass
@@ -59,6 +59,16 @@ class TrainingParts:
         return inputs
 
 
+@dataclass(frozen=True)
+class ScheduledValues:
+    """Values a response model gives hyperparameter ``name`` during a run; ``where`` is their
+    dotted location in the response's recipe section (for messages)."""
+
+    name: str
+    values: Sequence[float]
+    where: str
+
+
 class ResponseModel(Component):
     """How the hypernetwork is fed and how weight and hyper steps are taken.
 
@@ -78,6 +88,13 @@ class ResponseModel(Component):
     def __init__(self, config: Any, space: HyperSpace) -> None:
         self.config = config
         self.space = space
+
+    @classmethod
+    def scheduled_values(cls, config: Any) -> list[ScheduledValues]:
+        """The values a response with ``config`` sets for hyperparameters as the run goes (by
+        default none). Before a run, each name must be declared and each value lie in its kind's
+        range."""
+        return []
 
     def weight_parameters(self, model: StnModel, train: TrainSettings) -> list[Tensor]:
         """What ``train.optimizer`` updates: by default every parameter of the model."""

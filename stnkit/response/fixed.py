@@ -10,7 +10,7 @@ from torch import Tensor
 from stnkit.config import ComponentConfig
 from stnkit.data import Batch
 from stnkit.hyper.space import HyperBatch
-from stnkit.response.base import ResponseModel, TrainingParts, train_on
+from stnkit.response.base import ResponseModel, ScheduledValues, TrainingParts, train_on
 
 __all__ = ["FixedResponse"]
 
@@ -45,6 +45,16 @@ class FixedResponse(ResponseModel):
         schedule: ScheduleConfig | None = None
 
     config: Config
+
+    @classmethod
+    def scheduled_values(cls, config: Config) -> list[ScheduledValues]:
+        schedule = config.schedule
+        if schedule is None:
+            return []
+        return [
+            ScheduledValues(name, column, f"schedule.values.{name}")
+            for name, column in schedule.values.items()
+        ]
 
     def before_weight_step(self, step: int) -> None:
         schedule = self.config.schedule

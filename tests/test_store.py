@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -14,8 +16,11 @@ import stnkit
 from stnkit.cli import main
 from stnkit.errors import RunFileError
 from stnkit.plugins import load_plugins
+from stnkit.store import schema
 from stnkit.store.checkpoint import read_latest
 from tests.helpers import write_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +231,40 @@ def test_a_run_that_fails_before_writing_leaves_no_claim(
     with pytest.raises(RuntimeError, match="store plugin failed"):
         stnkit.run(recipe, out_dir=runs, plugins=plugins)
     assert list(runs.iterdir()) == []
+
+
+def test_the_tables_hold_exactly_the_declared_columns(finished: stnkit.RunResult) -> None:
+    dtypes = {"i64": np.int64, "f64": np.float64, "i8": np.int8}
+    with h5py.File(finished.path, "r") as f:  # type: ignore[arg-type]
+        for declared in schema.TABLES:
+            group = f[declared.name]
+            stored = {name for name in group if isinstance(group[name], h5py.Dataset) and name != schema.ROWS}
+            assert stored == {c.name for c in declared.columns}, declared.name
+            for column in declared.columns:
+                data = group[column.name]
+                assert data.dtype == dtypes[column.dtype], (declared.name, column.name)
+                assert data.ndim == (2 if column.per_hyperparameter else 1), (declared.name, column.name)
+    record = stnkit.open_run(finished.path)  # type: ignore[arg-type]
+    for declared in schema.TABLES:
+        plain = [c.name for c in declared.columns if not c.per_hyperparameter]
+        assert list(record.table(declared.name))[: len(plain)] == plain
+
+
+def _doc_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("store_tables", ROOT / "docs" / "store_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_list_the_declared_tables() -> None:
+    tool = _doc_tool()
+    text = (ROOT / "docs" / "store.md").read_text(encoding="utf-8")
+    assert tool.rewritten(text) == text, "docs/store.md is out of date: run python docs/store_tables.py"
+    for declared in schema.TABLES:
+        for column in declared.columns:
+            assert f"| `{declared.name}/{column.name}` |" in text
+    # and the check sees a stale page
+    stale = text.replace("| hyper steps so far |", "| hyper steps |", 1)
+    assert stale != text and tool.rewritten(stale) != stale

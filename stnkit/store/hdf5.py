@@ -30,6 +30,7 @@ from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.killpoints import kill_point
 from stnkit.markers import hookimpl
 from stnkit.recipe import Recipe
+from stnkit.store import schema
 from stnkit.store.checkpoint import (
     check_version,
     create_slots,
@@ -51,6 +52,16 @@ __all__ = ["HDF5Store"]
 _CHUNK = 256
 _STR = h5py.string_dtype()
 _log = logging.getLogger("stnkit")
+
+
+_DTYPES: dict[str, type[np.generic]] = {"i64": np.int64, "f64": np.float64, "i8": np.int8}
+
+
+def _columns(name: str, width: int) -> dict[str, tuple[type[np.generic], int]]:
+    """The declared columns of table ``name`` as :class:`_Table` takes them, ``width``
+    hyperparameters wide."""
+    columns = schema.table(name).columns
+    return {c.name: (_DTYPES[c.dtype], width if c.per_hyperparameter else 0) for c in columns}
 
 
 def utc_now() -> str:
@@ -357,51 +368,12 @@ class HDF5Store:
         hp.create_dataset("initial_scales", data=self._row(run.initial_scales))
         hp.create_dataset("final", data=np.full(width, math.nan))
         hp.create_dataset("best", data=np.full(width, math.nan))
-        f64, i64 = np.float64, np.int64
-        self.hyper = _Table(
-            file.create_group("hyper"),
-            {
-                "step": (i64, 0),
-                "hyper_step": (i64, 0),
-                "epoch": (i64, 0),
-                "time": (f64, 0),
-                "val_loss": (f64, 0),
-                "values": (f64, width),
-                "scales": (f64, width),
-            },
-            capacities["hyper"],
-        )
-        self.train = _Table(
-            file.create_group("train"),
-            {
-                "step": (i64, 0),
-                "epoch": (i64, 0),
-                "time": (f64, 0),
-                "loss": (f64, 0),
-                "penalty": (f64, 0),
-                "lr": (f64, 0),
-            },
-            capacities["train"],
-        )
+        self.hyper = _Table(file.create_group("hyper"), _columns("hyper", width), capacities["hyper"])
+        self.train = _Table(file.create_group("train"), _columns("train", width), capacities["train"])
         epochs = file.create_group("epochs")
-        self.epochs = _Table(
-            epochs,
-            {
-                "epoch": (i64, 0),
-                "step": (i64, 0),
-                "hyper_step": (i64, 0),
-                "time": (f64, 0),
-                "train_loss": (f64, 0),
-                "val_loss": (f64, 0),
-                "lr": (f64, 0),
-                "values": (f64, width),
-                "scales": (f64, width),
-                "best": (np.int8, 0),
-            },
-            capacities["epochs"],
-        )
+        self.epochs = _Table(epochs, _columns("epochs", width), capacities["epochs"])
         self.epoch_metrics = _Table(
-            epochs.create_group("metrics"), {m: (f64, 0) for m in self.metrics}, capacities["epochs"]
+            epochs.create_group("metrics"), {m: (np.float64, 0) for m in self.metrics}, capacities["epochs"]
         )
         test = file.create_group("test")
         best_valid = file.create_group("best_valid")

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from stnkit.errors import RunFileError, UsageError
+from stnkit.store import schema
 from stnkit.store.lock import writer_alive
 from stnkit.store.schema import FORMAT, ROWS, SCHEMA_VERSION, STALE_AFTER_MIN
 from stnkit.store.swmr import open_swmr
@@ -28,13 +29,12 @@ from stnkit.store.swmr import open_swmr
 __all__ = ["TABLES", "RunRecord", "check_layout", "open_run", "read_table", "reading"]
 
 #: the record's trajectory tables, in the order exports list them
-TABLES = ("hyper", "train", "epochs")
+TABLES = tuple(declared.name for declared in schema.TABLES)
 
 #: leading columns of each table in :meth:`RunRecord.table` (the file stores them alphabetically)
 _ORDER = {
-    "hyper": ("step", "hyper_step", "epoch", "time", "val_loss"),
-    "train": ("step", "epoch", "time", "loss", "penalty", "lr"),
-    "epochs": ("epoch", "step", "hyper_step", "time", "train_loss", "val_loss", "lr", "best"),
+    declared.name: tuple(c.name for c in declared.columns if not c.per_hyperparameter)
+    for declared in schema.TABLES
 }
 
 
@@ -187,13 +187,10 @@ def read_table(group: h5py.Group, damage: list[str] | None = None) -> dict[str, 
 class RunRecord:
     """A snapshot of one run file.
 
-    ``hyper``: per hyper step — ``step``, ``hyper_step``, ``epoch``, ``time``, ``val_loss`` ``(N,)``,
-    ``values`` and ``scales`` ``(N, H)``. ``train``: per logging step — ``step``, ``epoch``,
-    ``time``, ``loss`` (the task loss, without the regularizer penalty), ``penalty`` (the mean
-    penalty the weight steps added), ``lr``. ``epochs``: per
-    epoch — ``epoch``, ``step``, ``time``, ``train_loss``, ``val_loss``, ``lr``, ``values``,
-    ``scales``, ``best`` and ``metrics`` (a dict of ``(N,)`` arrays).
-    Columns of ``values`` follow :attr:`hyperparameters`.
+    ``hyper``, ``train`` and ``epochs``: the trajectory tables as ``{column: array}``, their
+    columns as :data:`stnkit.store.schema.TABLES` declares them (``docs/store.md`` lists them);
+    ``epochs["metrics"]`` is a dict of the task's validation metrics. Columns of ``values`` and
+    ``scales`` follow :attr:`hyperparameters`.
     """
 
     path: Path

@@ -18,7 +18,7 @@ import importlib.metadata as metadata
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,24 +172,22 @@ class Plugins:
         """Make a misspelled hook (an implementation of no known hook) a loud error naming the
         plugin, its distribution and the closest known hook."""
         known = sorted(n for n in dir(hookspecs) if n.startswith("stnkit_"))
-        for hook_name in list(self.pm.hook.__dict__):
-            if hook_name.startswith("_"):
-                continue
-            caller = getattr(self.pm.hook, hook_name)
-            if caller.has_spec():
-                continue
-            for impl in caller.get_hookimpls():
-                if impl.optionalhook:
+        # pluggy's own check_pending() stops at the first such hook and names neither the
+        # distribution nor a close match; this walks the same public views for every plugin
+        for name, plugin in self.pm.list_name_plugin():
+            for caller in self.pm.get_hookcallers(plugin) or []:
+                if caller.has_spec():
                     continue
-                name = impl.plugin_name
+                if all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin):
+                    continue
                 record = self.loaded.get(name)
                 dist = record.distribution if record is not None else None
-                close = difflib.get_close_matches(hook_name, known, n=1, cutoff=0.6)
+                close = difflib.get_close_matches(caller.name, known, n=1, cutoff=0.6)
                 suggestion = f"; did you mean {close[0]!r}?" if close else ""
                 self.fail(
                     name,
                     dist,
-                    f"plugin {name!r}{_from(dist)} implements an unknown hook {hook_name!r}{suggestion}"
+                    f"plugin {name!r}{_from(dist)} implements an unknown hook {caller.name!r}{suggestion}"
                     f"{_disable_hint(name, dist)}",
                 )
 
@@ -214,6 +212,11 @@ class Plugins:
             record.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
 
     def _call_registration(self, impl: pluggy.HookImpl, registry: Registry[Any]) -> None:
+        """Call one plugin's registration hook alone, with a ``register`` that records the plugin.
+
+        Through the implementation's public ``function`` and ``argnames``: pluggy's per-plugin
+        caller (``subset_hook_caller``) puts plugin objects in a set, which refuses the unhashable
+        objects (a ``SimpleNamespace``, an ``eq`` dataclass) pluggy otherwise registers."""
         name = impl.plugin_name
         record = self.loaded.get(name)
         dist = record.distribution if record is not None else None
@@ -354,9 +357,3 @@ def load_plugins(
 
 def _canonical(name: str | None) -> str:
     return (name or "").lower().replace("_", "-")
-
-
-def registrar_for(plugins: Plugins, attribute: str) -> Callable[[type[Any]], object]:
-    """``register`` callable for a registry, for code that registers components directly."""
-    registry: Registry[Any] = getattr(plugins, attribute)
-    return registry.registrar("<direct>")

@@ -121,12 +121,6 @@ class Registry(Generic[T]):
     def entries(self) -> list[Entry[T]]:
         return [self._entries[name] for name in sorted(self._entries)]
 
-    def by_plugin(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for entry in self.entries():
-            out.setdefault(entry.plugin, []).append(entry.name)
-        return out
-
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._entries)!r})"
 

@@ -265,6 +265,10 @@ def test_unsupported_options_are_named() -> None:
     conv = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(ConvertError, match="grouped convolution"):
         convert_module(conv, ConvertSpec(), 1, [])
+    for other in ({"kdim": 6}, {"vdim": 6}):
+        attention = nn.Sequential(nn.MultiheadAttention(8, 2, **other))
+        with pytest.raises(ConvertError, match="kdim or vdim differ from embed_dim"):
+            convert_module(attention, ConvertSpec(), 1, [])
 
 
 def test_tied_weights_are_refused() -> None:

@@ -173,7 +173,7 @@ class ConvertedTransformerEncoderLayer(nn.Module):
 def _check_attention(mha: nn.MultiheadAttention) -> None:
     from stnkit.convert.converters import UnsupportedLayerError
 
-    if not mha._qkv_same_embed_dim:
+    if not mha.kdim == mha.vdim == mha.embed_dim:
         raise UnsupportedLayerError("kdim or vdim differ from embed_dim")
     if mha.bias_k is not None or mha.bias_v is not None:
         raise UnsupportedLayerError("add_bias_kv")

@@ -143,8 +143,8 @@ class HyperKind:
     True`` if its values are whole numbers; its ``Config.init`` is a value ``discretize`` returns.
     Components receive the discretized values; only the hypernetwork sees the continuous one.
 
-    Optional, with defaults that work for any kind: :meth:`hypernet_value`, :meth:`used_range`,
-    :meth:`used_value`, :meth:`initial_unconstrained`, ``log_scale``.
+    Optional, with defaults that work for any kind: :meth:`used_range`, :meth:`used_value`,
+    :meth:`initial_unconstrained`, ``log_scale``.
     """
 
     name: ClassVar[str]
@@ -156,7 +156,6 @@ class HyperKind:
     discrete: ClassVar[bool] = False
     #: plots draw this kind's values on a logarithmic axis (for values spanning decades)
     log_scale: ClassVar[bool] = False
-    _u_initial_cache: float | None = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -199,28 +198,6 @@ class HyperKind:
         if not self.discrete:
             return float(value)
         return float(self.discretize(torch.tensor([value], dtype=torch.float64))[0])
-
-    def hypernet_value(self, u: Tensor) -> Tensor:
-        """What the hypernetwork sees of unconstrained ``u`` (any shape, same shape back).
-
-        The default, ``u`` minus its initial value, works for any kind: it is in the units the
-        perturbation σ is measured in, never saturates, and is zero at the initial value so every
-        gate starts at zero whatever the hyperparameter's units (a weight decay of 1e-5 is
-        u ≈ −11.5 for ``positive``). Override it only for a better-conditioned reading that stays
-        finite and strictly increasing in ``u`` over the whole real line; the built-in kinds give
-        their position within a bounded range (``sigmoid(u)``) or the excess over a lower bound
-        (``softplus(u)``), which is what their recorded results used. A response that centres the
-        input itself (Δ-STN) subtracts the current ``h``'s value, so any offset cancels.
-
-        Who calls it: ``HyperSpace.hypernet_input``, for a response model that wants each kind's
-        own reading; the built-in responses centre ``u`` themselves.
-        """
-        return u - self._u_initial()
-
-    def _u_initial(self) -> float:
-        if self._u_initial_cache is None:
-            self._u_initial_cache = self.initial_unconstrained()
-        return self._u_initial_cache
 
     def used_range(self) -> tuple[float, float]:
         """Closed range of the values a component receives (after :meth:`discretize`): ``(low,
@@ -308,9 +285,6 @@ class UnitKind(HyperKind):
     def unconstrain(self, value: Tensor) -> Tensor:
         return _logit(value)
 
-    def hypernet_value(self, u: Tensor) -> Tensor:
-        return torch.sigmoid(u)  # the position within (0, 1)
-
 
 class IntervalKind(HyperKind):
     """Values in ``[low, high]`` by ``low + (high - low) · sigmoid(u)``."""
@@ -349,9 +323,6 @@ class IntervalKind(HyperKind):
         width = self.config.high - self.config.low
         return _logit((value - self.config.low) / width)
 
-    def hypernet_value(self, u: Tensor) -> Tensor:
-        return torch.sigmoid(u)  # the position within the range
-
 
 class PositiveKind(HyperKind):
     """Values at or above ``lower`` (default 0) by ``lower + softplus(u)``: penalty weights."""
@@ -375,9 +346,6 @@ class PositiveKind(HyperKind):
 
     def constrain(self, u: Tensor) -> Tensor:
         return clamp_to(self.config.lower + F.softplus(u), self.low, self.high)
-
-    def hypernet_value(self, u: Tensor) -> Tensor:
-        return F.softplus(u)
 
     def unconstrain(self, value: Tensor) -> Tensor:
         return _softplus_inverse(value - self.config.lower)
@@ -435,9 +403,6 @@ class IntegerKind(HyperKind):
     def constrain(self, u: Tensor) -> Tensor:
         width = self.config.high + 1 - self.config.low
         return clamp_to(self.config.low + width * torch.sigmoid(u), self.low, self.high)
-
-    def hypernet_value(self, u: Tensor) -> Tensor:
-        return torch.sigmoid(u)  # the continuous position within the range
 
     def unconstrain(self, value: Tensor) -> Tensor:
         width = self.config.high + 1 - self.config.low

@@ -133,14 +133,6 @@ class HyperSpace(nn.Module):
             return u
         return torch.stack(columns, dim=-1)
 
-    def hypernet_input(self, u: Tensor) -> Tensor:
-        """The hypernetwork's view of unconstrained ``u`` ``(B, H)``: each kind's
-        :meth:`~stnkit.hyper.HyperKind.hypernet_value`, same shape."""
-        columns = [kind.hypernet_value(u[..., i]) for i, kind in enumerate(self.kinds.values())]
-        if not columns:
-            return u
-        return torch.stack(columns, dim=-1)
-
     def batch(self, u: Tensor, hnet: Tensor | None) -> HyperBatch:
         """Build the :class:`HyperBatch` for unconstrained hyperparameters ``u`` ``(B, H)``."""
         batch_size = u.shape[0]

@@ -19,7 +19,6 @@ from rich.text import Text
 from stnkit.errors import UsageError
 from stnkit.tune.study import (
     Manifest,
-    StudyFolderError,
     load_optuna_study,
     read_manifest,
     read_trials,
@@ -334,14 +333,3 @@ def plot_study(
     finally:
         plt.close(figure)
     return output
-
-
-def study_or_none(path: Path) -> StudyRecord | None:
-    """The study at ``path`` if it is a study folder, else ``None`` (a run file, say)."""
-    from stnkit.tune.study import is_study
-
-    if path.is_dir() and is_study(path):
-        return open_study(path)
-    if path.is_dir():
-        raise StudyFolderError(f"{path} is not a study folder (no study.json written by stnkit tune)")
-    return None

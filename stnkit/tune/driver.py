@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stnkit.build import resolve
 from stnkit.errors import UsageError
 from stnkit.plugins import Plugins, load_plugins
@@ -503,8 +501,3 @@ def tune(
     """Create a study and run it to the end. The Python face of ``stnkit tune``."""
     folder = create_study(recipe_path, options, overrides, out, plugins)
     return drive(folder, view)
-
-
-def base_recipe(manifest: Manifest) -> dict[str, Any]:
-    data = yaml.safe_load(manifest.recipe)
-    return data if isinstance(data, dict) else {}

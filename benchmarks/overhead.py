@@ -37,9 +37,9 @@ from stnkit.model import StnModel
 from stnkit.nn import BRLSTM, BRConv2d, BRLinear, embedding_dropout, locked_dropout
 from stnkit.objective import LossObjective
 from stnkit.optim import make_optimizer
-from stnkit.recipe import OptimizerConfig, PerturbationConfig, TrainConfig
 from stnkit.response import DeltaSTNResponse, STNResponse
 from stnkit.response.base import ResponseModel, TrainingParts
+from stnkit.settings import OptimizerSettings, PerturbationSettings, TrainSettings
 from stnkit.task import LanguageModelTask
 
 H = 7  # hypernetwork input width: the paper's LSTM tunes 7 hyperparameters
@@ -225,11 +225,10 @@ def step_ratio(quick: bool, repeats: int, decoders: list[str]) -> None:
         kinds[name] = UnitKind(UnitKind.Config(init=initial[name], per_example=False))
     for name, value in (("activation_reg", 2.0), ("temporal_activation_reg", 1.0)):
         kinds[name] = PositiveKind(PositiveKind.Config(init=value, per_example=False))
-    train = TrainConfig(
-        epochs=1,
-        optimizer=OptimizerConfig(name="sgd", lr=1.0, clip=0.25),
-        hyper_optimizer=OptimizerConfig(name="adam", lr=0.01),
-        perturbation=PerturbationConfig(init_scale=1.0),
+    train = TrainSettings(
+        optimizer=OptimizerSettings(name="sgd", lr=1.0, clip=0.25),
+        hyper_optimizer=OptimizerSettings(name="adam", lr=0.01),
+        perturbation=PerturbationSettings(init_scale=1.0),
     )
 
     def stn_parts(

@@ -71,15 +71,7 @@ class Engine:
         self.dataset = built.dataset
         self.device = built.device
         self.train_cfg = built.recipe.train
-        self.plan = Plan.of(
-            epochs=self.train_cfg.epochs,
-            steps_per_epoch=self.dataset.info.steps_per_epoch,
-            max_steps=self.train_cfg.max_steps,
-            warmup_epochs=self.train_cfg.warmup_epochs,
-            train_steps=self.train_cfg.train_steps,
-            hyper_steps=self.train_cfg.hyper_steps,
-            tunes=self.response.tunes,
-        )
+        self.plan = run.plan
         self.loop = LoopState()
         self.start = time.perf_counter()
         self.stop_request = StopRequest()

@@ -82,8 +82,8 @@ class RunInfo:
     initial_values: dict[str, float]
     initial_scales: dict[str, float]
     integer: tuple[str, ...]
-    epochs: int
-    steps_per_epoch: int
+    #: how long the run trains if nothing stops it early, and the run file's table sizes
+    plan: Plan
     metrics: tuple[str, ...]
     device: str
     tunes: bool
@@ -98,6 +98,14 @@ class RunInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     #: each declared hyperparameter's kind, for :meth:`used`
     kinds: Mapping[str, HyperKind] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return self.plan.epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
 
     def used(self, values: Mapping[str, float]) -> dict[str, float]:
         """``values`` as the hooks carry them (constrained; a discrete kind's continuous value) turned

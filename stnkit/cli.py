@@ -149,10 +149,7 @@ def run(
             # A resumed run continues exactly as recorded: its recipe and file are not to be changed.
             raise UsageError("--resume continues a run as recorded; give no recipe, --set or --out with it")
         if not quiet:
-            from stnkit.store.reader import open_run
-
-            recorded_train = open_run(resume_from).recipe.get("train") or {}
-            observers.append(make_progress(console, recorded_train.get("max_steps")))
+            observers.append(make_progress(console))
 
         def notice(line: str) -> None:
             Console(stderr=True, highlight=False, soft_wrap=True).print(Text(line, style="yellow"))
@@ -168,7 +165,7 @@ def run(
             options = parsed.observers.get("tensorboard") or {}
             parsed.observers["tensorboard"] = {**options, "dir": str(tensorboard)}
         if not quiet:
-            observers.append(make_progress(console, parsed.train.max_steps))
+            observers.append(make_progress(console))
         result = run_recipe(parsed, out_dir=out, plugins=plugins(), observers=observers)
     if quiet and result.path is not None:
         console.print(str(result.path))
@@ -445,7 +442,7 @@ def replay(
     console = _out()
     observers: list[Any] = []
     if not quiet:
-        observers.append(make_progress(console, plan.recipe.train.max_steps))
+        observers.append(make_progress(console))
     result = run_recipe(
         plan.recipe, out_dir=plan.out_dir, plugins=plugins(), observers=observers, metadata=plan.metadata
     )

@@ -1,18 +1,21 @@
 """The bilevel training loop (Algorithm 1 of MacKay et al., 2019).
 
 The engine only sees interfaces: a data set, a response model driving a model, and the hook
-relay through which the store and progress observe the run. It can hand its complete state to
-the ``stnkit_checkpoint`` hook and be restored from it: a resumed run continues bit for bit (on
-the CPU) as if it had never stopped.
+relay through which the store and progress observe the run. ``Engine._train`` is the algorithm
+itself; where it stands is one :class:`~stnkit.loop.LoopState`, and the rules around it
+(learning-rate schedules and decay, early stopping, ``max_steps``, checkpoint cadence, stop
+requests and the ranks' agreement on them) are policies (:mod:`stnkit.policies`) it asks at its
+step and epoch boundaries. It can hand its complete state to the ``stnkit_checkpoint`` hook and be
+restored from it: a resumed run continues bit for bit (on the CPU) as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,21 +24,24 @@ from stnkit import distributed
 from stnkit.build import Built
 from stnkit.data import Batch
 from stnkit.errors import DistributedError, DivergenceError
-from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd, StopRun
+from stnkit.events import EpochEnd, Plan, RunEnd, RunInfo, StepEnd, StopRun
 from stnkit.killpoints import kill_point
-from stnkit.optim import schedule_lr
+from stnkit.loop import Best, LoopState
+from stnkit.policies import (
+    CheckpointCadence,
+    HyperLrSchedule,
+    LrDecay,
+    MaxSteps,
+    Patience,
+    Policies,
+    Policy,
+    StopRequest,
+    Verdict,
+    WeightLrSchedule,
+)
 from stnkit.store.checkpoint import CHECKPOINT_VERSION, check_version
 
 __all__ = ["CHECKPOINT_VERSION", "Engine"]
-
-
-@dataclass
-class _Best:
-    epoch: int
-    val_loss: float
-    metrics: dict[str, float]
-    values: dict[str, float]
-    state: dict[str, Any]
 
 
 class Engine:
@@ -43,7 +49,7 @@ class Engine:
 
     ``checkpoint_steps`` / ``checkpoint_seconds``: also checkpoint mid-epoch, after a weight step
     (and its hyper steps) once that many steps or seconds have passed since the last checkpoint;
-    every epoch end is a checkpoint regardless.
+    every epoch end is a checkpoint regardless (:class:`~stnkit.policies.CheckpointCadence`).
     """
 
     def __init__(
@@ -65,43 +71,21 @@ class Engine:
         self.dataset = built.dataset
         self.device = built.device
         self.train_cfg = built.recipe.train
-        self.checkpoint_steps = checkpoint_steps
-        self.checkpoint_seconds = checkpoint_seconds
-        self.step = 0
-        self.hyper_step = 0
-        self.epoch = 0  # the epoch in progress (or last finished), from 1
-        self.batch_in_epoch = 0  # weight steps already taken in the epoch in progress
-        self.epoch_losses: list[float] = []
-        self.since_best = 0
-        self.since_decay = 0
-        self.val_losses: list[float] = []  # every finished epoch's validation loss (lr rules)
-        self.lr_stopped = False  # the lr fell below train.lr_decay.stop_below
-        self.best: _Best | None = None
-        self.elapsed_before = 0.0  # seconds trained before a resume
+        self.plan = run.plan
+        self.loop = LoopState()
         self.start = time.perf_counter()
-        steps_per_epoch = self.dataset.info.steps_per_epoch
-        cfg = self.train_cfg
-        self.warmup = cfg.warmup_epochs * steps_per_epoch
-        planned_steps = cfg.epochs * steps_per_epoch
-        if cfg.max_steps is not None:
-            planned_steps = min(planned_steps, cfg.max_steps)
-        self.planned_steps = planned_steps  # what train.lr_schedule spreads its decay over
-        # what train.hyper_lr_schedule spreads its decay over (a patience stop ends it early)
-        self.planned_hyper_steps = max(planned_steps - self.warmup, 0) // cfg.train_steps * cfg.hyper_steps
+        self.stop_request = StopRequest()
+        cadence = CheckpointCadence(checkpoint_steps, checkpoint_seconds)
+        self.policies = Policies([*_train_policies(built, self.plan), cadence, self.stop_request])
         self.data_generator = torch.Generator().manual_seed(built.recipe.seed)
-        self.epoch_generator_state = self.data_generator.get_state()
+        self.loop.epoch_generator = self.data_generator.get_state()
         self.hyper_generator = torch.Generator().manual_seed(built.recipe.seed + 1)
-        self.hyper_consumed = 0
         self._hyper_batches: Iterator[Batch] | None = None
         # ε of every perturbation: a stream of its own, seeded alike in one process and on every
         # rank, so the draws do not depend on the model's other randomness or the world size
         self.perturbation_generator = torch.Generator(device=self.space.h.device)
         self.perturbation_generator.manual_seed(built.recipe.seed + 2)
         self.space.set_generator(self.perturbation_generator)
-        self.stop_requested = False
-        self.training_done = False  # every epoch the run will train is done
-        self._last_checkpoint_step = 0
-        self._last_checkpoint_time = time.monotonic()
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -141,58 +125,67 @@ class Engine:
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step, with a checkpoint (a signal handler calls
         this)."""
-        self.stop_requested = True
+        self.stop_request.request()
 
     # -- loop -----------------------------------------------------------------------------------
 
     def _train(self) -> RunEnd:
-        cfg = self.train_cfg
-        if self.training_done or self.lr_stopped:  # resumed from the checkpoint after the last epoch
+        """Algorithm 1: for each training batch, a weight step on the training loss at a
+        perturbed ``h``; after every ``train_steps`` weight steps past the warm-up, ``hyper_steps``
+        hyper steps on the validation objective; at the end of each epoch, a validation pass.
+        The policies decide around it when to checkpoint, stop, or change a learning rate."""
+        loop, hyper_steps = self.loop, self.train_cfg.hyper_steps
+        if loop.training_done:  # resumed from the checkpoint after the last epoch
             return self._finish()
-        first_epoch = self.epoch if self.batch_in_epoch else self.epoch + 1
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            if self.batch_in_epoch == 0:
-                self.epoch_generator_state = self.data_generator.get_state()
-                self.epoch_losses = []
-            self.epoch = epoch
-            skip = self.batch_in_epoch  # a resumed run replays the data order and skips what it did
-            batches = self.dataset.train_batches(epoch, self.data_generator)
-            for index, batch in enumerate(batches):
-                if index < skip:
-                    continue
-                self.epoch_losses.append(self._weight_step(distributed.shard(batch).to(self.device)))
-                self.batch_in_epoch = index + 1
+        for epoch in self._epochs():
+            for batch in self._batches(epoch):
+                loop.epoch_losses.append(self._weight_step(batch))
                 if self._hyper_due():
-                    for _ in range(cfg.hyper_steps):
+                    for _ in range(hyper_steps):
                         self._hyper_step()
-                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                verdict = self.policies.after_step(loop)
+                if verdict.interrupt:
+                    self.checkpoint()
+                    return self._end("interrupted", f"stopped by the user at weight step {loop.step}")
+                if verdict.checkpoint:
+                    self.checkpoint()
+                if verdict.finish is not None:
                     break
-                # ranks stop and checkpoint together: a signal may reach only one of them, and
-                # the time-based checkpoint follows rank 0's clock
-                stop, due = distributed.agree(self.stop_requested, self._checkpoint_due())
-                if stop:
-                    self.checkpoint()
-                    return self._end("interrupted", f"stopped by the user at weight step {self.step}")
-                if due:
-                    self.checkpoint()
                 kill_point("weight-step")
-            self._end_epoch(epoch)
-            self.batch_in_epoch = 0
-            # at an epoch boundary the generator's state is where the next epoch's order starts
-            self.epoch_generator_state = self.data_generator.get_state()
-            stop = cfg.max_steps is not None and self.step >= cfg.max_steps
-            stop = stop or (cfg.patience is not None and self.since_best >= cfg.patience)
-            stop = stop or self.lr_stopped
+            verdict = self._end_epoch(epoch)
             # recorded in the checkpoint: a run resumed from it goes straight to the final test
-            self.training_done = stop or epoch == cfg.epochs
+            loop.training_done = verdict.finish is not None or epoch == self.plan.epochs
+            loop.end_message = verdict.finish or ""
             self.checkpoint()
-            if stop:
+            if verdict.finish is not None:
                 break
-            if distributed.agree(self.stop_requested)[0]:
+            if verdict.interrupt:
                 return self._end("interrupted", f"stopped by the user after epoch {epoch}")
         return self._finish()
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _epochs(self) -> range:
+        """The epochs left to train: a run resumed mid-epoch starts with that epoch again."""
+        loop = self.loop
+        return range(loop.epoch if loop.batch_in_epoch else loop.epoch + 1, self.plan.epochs + 1)
+
+    def _batches(self, epoch: int) -> Iterator[Batch]:
+        """The epoch's training batches not yet trained on, on the device (this rank's part). A
+        run resumed mid-epoch redraws the epoch's order and skips the batches it did."""
+        loop = self.loop
+        if loop.batch_in_epoch == 0:
+            loop.epoch_generator = self.data_generator.get_state()
+            loop.epoch_losses = []
+        loop.epoch = epoch
+        done = loop.batch_in_epoch
+        for index, batch in enumerate(self.dataset.train_batches(epoch, self.data_generator)):
+            if index < done:
+                continue
+            loop.batch_in_epoch = index + 1
+            yield distributed.shard(batch).to(self.device)
+
+    def _end_epoch(self, epoch: int) -> Verdict:
+        """The validation pass, the best epoch so far, the policies' epoch rules, the hook."""
+        loop = self.loop
         metrics = self.evaluate("valid")
         distributed.check_identical(
             [self.space.h, self.space.s], self.model.parameters(), f"after epoch {epoch}"
@@ -200,25 +193,27 @@ class Engine:
         val_loss = metrics["loss"]
         if not math.isfinite(val_loss):
             raise DivergenceError(
-                f"validation loss became {val_loss} after epoch {epoch} (weight step {self.step}); "
+                f"validation loss became {val_loss} after epoch {epoch} (weight step {loop.step}); "
                 f"hyperparameters: {_fmt(self.space.values())}",
-                self.step,
+                loop.step,
             )
-        improved = self.best is None or val_loss < self.best.val_loss
+        improved = loop.best is None or val_loss < loop.best.val_loss
         if improved:
-            self.best = _Best(epoch, val_loss, metrics, self.space.values(), self._snapshot())
-            self.since_best = self.since_decay = 0
+            loop.best = Best(epoch, val_loss, metrics, self.space.values(), self._snapshot())
+            loop.since_best = 0
         else:
-            self.since_best += 1
-            self.since_decay += 1
-        self._apply_lr_rule(val_loss)
-        losses = self.epoch_losses
+            loop.since_best += 1
+        verdict = self.policies.after_epoch(loop, val_loss)  # an lr rule acts before the hook reports
+        loop.batch_in_epoch = 0
+        # at an epoch boundary the generator's state is where the next epoch's order starts
+        loop.epoch_generator = self.data_generator.get_state()
+        losses = loop.epoch_losses
         self.hook.stnkit_epoch_end(
             run=self.run_info,
             epoch=EpochEnd(
                 epoch=epoch,
-                step=self.step,
-                hyper_step=self.hyper_step,
+                step=loop.step,
+                hyper_step=loop.hyper_step,
                 time=self._elapsed(),
                 train_loss=sum(losses) / max(len(losses), 1),
                 val_loss=val_loss,
@@ -229,58 +224,35 @@ class Engine:
                 best=improved,
             ),
         )
-
-    def _apply_lr_rule(self, val_loss: float) -> None:
-        """``train.lr_decay`` after an epoch whose validation loss is ``val_loss``."""
-        decay = self.train_cfg.lr_decay
-        history = self.val_losses  # the past epochs' validation losses
-        if decay is not None:
-            if decay.rule == "plateau":
-                assert decay.patience is not None
-                if self.since_decay > decay.patience:
-                    self._decay_lr(decay.factor, decay.min_lr)
-                    self.since_decay = 0
-            else:
-                assert decay.window is not None
-                window = decay.window
-                if len(history) > window and val_loss > min(history[:-window]):
-                    self._decay_lr(decay.factor, decay.min_lr)
-            if decay.stop_below is not None and self._lr() < decay.stop_below:
-                self.lr_stopped = True
-        history.append(val_loss)
+        return verdict
 
     def _hyper_due(self) -> bool:
-        if not self.response.tunes or self.train_cfg.hyper_steps == 0 or self.step <= self.warmup:
+        warmup = self.plan.warmup_steps
+        if not self.response.tunes or self.train_cfg.hyper_steps == 0 or self.loop.step <= warmup:
             return False
-        return (self.step - self.warmup) % self.train_cfg.train_steps == 0
-
-    def _checkpoint_due(self) -> bool:
-        steps, seconds = self.checkpoint_steps, self.checkpoint_seconds
-        if steps is not None and self.step - self._last_checkpoint_step >= steps:
-            return True
-        return seconds is not None and time.monotonic() - self._last_checkpoint_time >= seconds
+        return (self.loop.step - warmup) % self.train_cfg.train_steps == 0
 
     def _weight_step(self, batch: Batch) -> float:
         if batch.first:
             self.model.reset_state("train")
-        self._set_weight_lr()
-        self.response.before_weight_step(self.step + 1)
+        self.policies.before_weight_step(self.loop)
+        self.response.before_weight_step(self.loop.step + 1)
         self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
         loss = distributed.mean(self.response.weight_step(self.parts, batch))
-        self.step += 1
+        self.loop.step += 1
         if not math.isfinite(loss):
             raise DivergenceError(
-                f"training loss became {loss} at weight step {self.step} (epoch {self.epoch}); "
+                f"training loss became {loss} at weight step {self.loop.step} (epoch {self.loop.epoch}); "
                 f"last hyperparameters: {_fmt(self.space.values())}{_bad_data(batch)}",
-                self.step,
+                self.loop.step,
             )
         self.hook.stnkit_step_end(
             run=self.run_info,
             step=StepEnd(
                 "weight",
-                self.step,
-                self.hyper_step,
-                self.epoch,
+                self.loop.step,
+                self.loop.hyper_step,
+                self.loop.epoch,
                 loss,
                 self._lr(),
                 self._elapsed(),
@@ -292,7 +264,7 @@ class Engine:
     def _next_hyper_batch(self) -> Batch:
         if self._hyper_batches is None:
             self._hyper_batches = self.dataset.hyper_batches(self.hyper_generator)
-        self.hyper_consumed += 1
+        self.loop.hyper_consumed += 1
         return next(self._hyper_batches)
 
     def _hyper_step(self) -> None:
@@ -300,12 +272,12 @@ class Engine:
         if batch.first:
             self.model.reset_state("hyper")
         before = self.space.values()
-        self._set_hyper_lr()
+        self.policies.before_hyper_step(self.loop)
         loss = distributed.mean(self.response.hyper_step(self.parts, batch))
         max_scale = self.train_cfg.perturbation.max_scale
         if max_scale is not None:
             self.space.clamp_scales(max_scale)
-        self.hyper_step += 1
+        self.loop.hyper_step += 1
         values = self.space.values()
         scales = self.space.scales()
         bad = [n for n, v in {**values, **scales}.items() if not math.isfinite(v)]
@@ -316,17 +288,17 @@ class Engine:
                 else f"{', '.join(bad)} became non-finite"
             )
             raise DivergenceError(
-                f"{what} at hyper step {self.hyper_step} (weight step {self.step}); "
+                f"{what} at hyper step {self.loop.hyper_step} (weight step {self.loop.step}); "
                 f"last finite hyperparameters: {_fmt(before)}{_bad_data(batch)}",
-                self.step,
+                self.loop.step,
             )
         self.hook.stnkit_step_end(
             run=self.run_info,
             step=StepEnd(
                 "hyper",
-                self.step,
-                self.hyper_step,
-                self.epoch,
+                self.loop.step,
+                self.loop.hyper_step,
+                self.loop.epoch,
                 loss,
                 self._lr(),
                 self._elapsed(),
@@ -366,15 +338,10 @@ class Engine:
     def _finish(self) -> RunEnd:
         final_values = self.space.values()
         test: dict[str, float] = {}
-        if self.best is not None:
-            self._restore_weights(self.best.state)
+        if self.loop.best is not None:
+            self._restore_weights(self.loop.best.state)
             test = self.evaluate("test")
-        message = ""
-        if self.lr_stopped:
-            decay = self.train_cfg.lr_decay
-            assert decay is not None
-            message = f"the learning rate fell below lr_decay.stop_below ({decay.stop_below:g})"
-        return self._end("completed", message, final_values=final_values, test=test)
+        return self._end("completed", self.loop.end_message, final_values=final_values, test=test)
 
     def _end(
         self,
@@ -383,12 +350,12 @@ class Engine:
         final_values: dict[str, float] | None = None,
         test: dict[str, float] | None = None,
     ) -> RunEnd:
-        best = self.best
+        best = self.loop.best
         return RunEnd(
             status=status,
             message=message,
-            step=self.step,
-            epoch=self.epoch,
+            step=self.loop.step,
+            epoch=self.loop.epoch,
             best_epoch=None if best is None else best.epoch,
             best_val_loss=None if best is None else best.val_loss,
             best_val_metrics={} if best is None else best.metrics,
@@ -401,29 +368,19 @@ class Engine:
 
     def checkpoint(self) -> None:
         """Hand the complete training state to the ``stnkit_checkpoint`` hook (the store)."""
-        self.hook.stnkit_checkpoint(run=self.run_info, state=self.state(), step=self.step)
-        self._last_checkpoint_step = self.step
-        self._last_checkpoint_time = time.monotonic()
+        self.hook.stnkit_checkpoint(run=self.run_info, state=self.state(), step=self.loop.step)
+        self.policies.checkpointed(self.loop)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, hyperparameters, optimizers, random
         states, data position, counters, best state. Tensors and plain Python values only, so it
         loads with ``torch.load(weights_only=True)``."""
-        best = self.best
         hyper_opt = self.parts.hyper_optimizer
+        loop = dataclasses.replace(self.loop, elapsed=self._elapsed())
         return {
             "version": CHECKPOINT_VERSION,
-            "step": self.step,
-            "hyper_step": self.hyper_step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "training_done": self.training_done,
-            "epoch_losses": list(self.epoch_losses),
-            "since_best": self.since_best,
-            "since_decay": self.since_decay,
-            "val_losses": list(self.val_losses),
-            "lr_stopped": self.lr_stopped,
-            "elapsed": self._elapsed(),
+            **loop.state_dict(),
+            "policies": self.policies.state_dict(),
             "model": self.model.state_dict(),
             "model_streams": self.model.stream_state(),
             "space": self.space.state_dict(),
@@ -433,37 +390,15 @@ class Engine:
             "torch_rng": torch.get_rng_state(),
             "perturbation_rng": self.perturbation_generator.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "epoch_generator": self.epoch_generator_state,
-            "hyper_generator_seed": self.built.recipe.seed + 1,
-            "hyper_consumed": self.hyper_consumed,
             "precision": self.parts.precision.state_dict(),
             # every rank's random state and the world size (a collective under torchrun)
             "distributed": distributed.state(),
-            "best": None
-            if best is None
-            else {
-                "epoch": best.epoch,
-                "val_loss": best.val_loss,
-                "metrics": best.metrics,
-                "values": best.values,
-                "state": best.state,
-            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`'s output (a checkpoint)."""
         check_version(state, str(self.run_info.path))
-        self.step = int(state["step"])
-        self.hyper_step = int(state["hyper_step"])
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.training_done = bool(state["training_done"])
-        self.epoch_losses = [float(x) for x in state["epoch_losses"]]
-        self.since_best = int(state["since_best"])
-        self.since_decay = int(state["since_decay"])
-        self.val_losses = [float(x) for x in state["val_losses"]]
-        self.lr_stopped = bool(state["lr_stopped"])
-        self.elapsed_before = float(state["elapsed"])
+        self.loop = LoopState.from_state(state)
         self.start = time.perf_counter()
         self.model.load_state_dict(state["model"])
         self.model.load_stream_state(state["model_streams"])
@@ -476,30 +411,17 @@ class Engine:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self._restore_perturbation(state)
-        self.epoch_generator_state = state["epoch_generator"]
         # mid-epoch, the epoch's order is redrawn from its start state and the done part skipped;
         # at an epoch boundary the saved state is the next epoch's start
-        self.data_generator.set_state(self.epoch_generator_state)
-        self.hyper_generator = torch.Generator().manual_seed(int(state["hyper_generator_seed"]))
+        self.data_generator.set_state(self.loop.epoch_generator)
+        self.hyper_generator = torch.Generator().manual_seed(self.built.recipe.seed + 1)
         self._hyper_batches = self.dataset.hyper_batches(self.hyper_generator)
-        for _ in range(int(state["hyper_consumed"])):
+        for _ in range(self.loop.hyper_consumed):
             next(self._hyper_batches)
-        self.hyper_consumed = int(state["hyper_consumed"])
         self.parts.precision.load_state_dict(state["precision"])
         distributed.load_state(state["distributed"])
-        best = state["best"]
-        self.best = (
-            None
-            if best is None
-            else _Best(
-                int(best["epoch"]),
-                float(best["val_loss"]),
-                dict(best["metrics"]),
-                dict(best["values"]),
-                best["state"],
-            )
-        )
-        self._last_checkpoint_step = self.step
+        self.policies.load_state_dict(state["policies"])
+        self.policies.checkpointed(self.loop)
 
     def _restore_perturbation(self, state: dict[str, Any]) -> None:
         """The perturbation stream where the checkpoint left it."""
@@ -521,30 +443,8 @@ class Engine:
     def _lr(self) -> float:
         return float(self.parts.weight_optimizer.param_groups[0]["lr"])
 
-    def _set_weight_lr(self) -> None:
-        """The weight learning rate ``train.lr_schedule`` gives the next weight step."""
-        cfg = self.train_cfg
-        optimizer = self.parts.weight_optimizer
-        schedule_lr(optimizer, cfg.optimizer.lr, cfg.lr_schedule, self.step, self.planned_steps)
-
-    def _set_hyper_lr(self) -> None:
-        """The hyper learning rate ``train.hyper_lr_schedule`` gives the next hyper step."""
-        cfg = self.train_cfg
-        if self.parts.hyper_optimizer is not None:
-            schedule_lr(
-                self.parts.hyper_optimizer,
-                cfg.hyper_optimizer.lr,
-                cfg.hyper_lr_schedule,
-                self.hyper_step,
-                self.planned_hyper_steps,
-            )
-
-    def _decay_lr(self, factor: float, min_lr: float) -> None:
-        for group in self.parts.weight_optimizer.param_groups:
-            group["lr"] = max(group["lr"] * factor, min_lr)
-
     def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.start
+        return self.loop.elapsed + time.perf_counter() - self.start
 
 
 def _fmt(values: dict[str, float]) -> str:
@@ -567,3 +467,20 @@ def _bad_data(batch: Batch) -> str:
     if not found:
         return ""
     return f"; the step's batch has {' and '.join(found)}: the data is bad, not the training"
+
+
+def _train_policies(built: Built, plan: Plan) -> list[Policy]:
+    """The policies ``train:`` asks for, in the order they are asked."""
+    cfg, weights, hyper = built.recipe.train, built.parts.weight_optimizer, built.parts.hyper_optimizer
+    policies: list[Policy] = [WeightLrSchedule(weights, cfg.optimizer.lr, cfg.lr_schedule, plan)]
+    if hyper is not None:
+        policies.append(HyperLrSchedule(hyper, cfg.hyper_optimizer.lr, cfg.hyper_lr_schedule, plan))
+    if cfg.max_steps is not None:
+        policies.append(MaxSteps(cfg.max_steps))
+    if cfg.patience is not None:
+        policies.append(Patience(cfg.patience))
+    decay = cfg.lr_decay
+    if decay is not None:
+        rule = (decay.rule, decay.factor, decay.min_lr, decay.patience, decay.window, decay.stop_below)
+        policies.append(LrDecay(weights, *rule))
+    return policies

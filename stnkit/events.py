@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from stnkit.hyper.kinds import HyperKind
 
-__all__ = ["EpochEnd", "RunEnd", "RunInfo", "RunStatus", "StepEnd", "StopRun"]
+__all__ = ["EpochEnd", "Plan", "RunEnd", "RunInfo", "RunStatus", "StepEnd", "StopRun"]
 
 RunStatus = Literal["running", "completed", "failed", "interrupted", "diverged", "pruned"]
 
@@ -27,6 +27,52 @@ class StopRun(Exception):  # noqa: N818 -- a request, not an error
 
 
 @dataclass(frozen=True)
+class Plan:
+    """How long a run trains if nothing stops it early, computed once (:meth:`of`) and read by the
+    loop, the learning-rate schedules, the store (its table sizes) and the progress views."""
+
+    epochs: int
+    steps_per_epoch: int
+    #: weight steps: ``epochs`` × ``steps_per_epoch``, at most ``train.max_steps``
+    steps: int
+    #: weight steps of the warm-up, before the first hyper step
+    warmup_steps: int
+    #: hyper steps: ``hyper_steps`` after every ``train_steps`` weight steps past the warm-up
+    #: (0 when the response model does not tune)
+    hyper_steps: int
+    #: a training-loss row every ``log_every`` weight steps
+    log_every: int = 1
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        epochs: int,
+        steps_per_epoch: int,
+        max_steps: int | None,
+        warmup_epochs: int,
+        train_steps: int,
+        hyper_steps: int,
+        tunes: bool,
+        log_every: int = 1,
+    ) -> Plan:
+        steps = epochs * steps_per_epoch
+        if max_steps is not None:
+            steps = min(steps, max_steps)
+        warmup = warmup_epochs * steps_per_epoch
+        hyper = max(steps - warmup, 0) // train_steps * hyper_steps if tunes else 0
+        return cls(epochs, steps_per_epoch, steps, warmup, hyper, log_every)
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows each run-file table needs for the plan (at least one each)."""
+        return {
+            "hyper": max(self.hyper_steps, 1),
+            "train": self.steps // self.log_every + 1,
+            "epochs": max(self.epochs, 1),
+        }
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What observers need to know about a run before it starts."""
 
@@ -36,8 +82,8 @@ class RunInfo:
     initial_values: dict[str, float]
     initial_scales: dict[str, float]
     integer: tuple[str, ...]
-    epochs: int
-    steps_per_epoch: int
+    #: how long the run trains if nothing stops it early, and the run file's table sizes
+    plan: Plan
     metrics: tuple[str, ...]
     device: str
     tunes: bool
@@ -52,6 +98,14 @@ class RunInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     #: each declared hyperparameter's kind, for :meth:`used`
     kinds: Mapping[str, HyperKind] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return self.plan.epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
 
     def used(self, values: Mapping[str, float]) -> dict[str, float]:
         """``values`` as the hooks carry them (constrained; a discrete kind's continuous value) turned

@@ -53,11 +53,6 @@ def _metric_text(metrics: dict[str, float]) -> str:
     return " ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
 
 
-def _total_steps(run: RunInfo, max_steps: int | None = None) -> int:
-    total = run.epochs * run.steps_per_epoch
-    return min(total, max_steps) if max_steps else total
-
-
 class _State:
     """What both views show, updated by the hooks."""
 
@@ -130,9 +125,8 @@ def _end_lines(result: RunEnd, run: RunInfo) -> list[str]:
 class RichProgress:
     """A live terminal view: progress bar with ETA, losses, and a table of hyperparameters."""
 
-    def __init__(self, console: Console, max_steps: int | None = None) -> None:
+    def __init__(self, console: Console) -> None:
         self.console = console
-        self.max_steps = max_steps
         self.live: Live | None = None
         self.state: _State | None = None
         self.progress = Progress(
@@ -150,9 +144,7 @@ class RichProgress:
     @hookimpl
     def stnkit_run_start(self, run: RunInfo) -> None:
         self.state = _State(run)
-        self.task_id = self.progress.add_task(
-            run.name, total=_total_steps(run, self.max_steps), completed=run.start_step
-        )
+        self.task_id = self.progress.add_task(run.name, total=run.plan.steps, completed=run.start_step)
         self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
@@ -216,10 +208,9 @@ class RichProgress:
 class PlainProgress:
     """Periodic log lines for logs and pipes: one every ``interval`` seconds, and one per epoch."""
 
-    def __init__(self, console: Console, interval: float = 10.0, max_steps: int | None = None) -> None:
+    def __init__(self, console: Console, interval: float = 10.0) -> None:
         self.console = console
         self.interval = interval
-        self.max_steps = max_steps
         self.state: _State | None = None
         self._last = 0.0
         self._start = 0.0
@@ -237,7 +228,7 @@ class PlainProgress:
             values = " ".join(f"{k}={_fmt(v)}" for k, v in run.used(run.initial_values).items())
             what = "plain training" + (f" at {values}" if values else "")
         self._print(
-            f"run {run.name}: {_total_steps(run, self.max_steps)} steps over {run.epochs} epochs "
+            f"run {run.name}: {run.plan.steps} steps over {run.epochs} epochs "
             f"on {run.device}{_ranks(run)}; {what}" + (f"; writing {run.path}" if run.path else "")
         )
 
@@ -249,7 +240,7 @@ class PlainProgress:
         if now - self._last < self.interval:
             return
         self._last = now
-        total = _total_steps(run, self.max_steps)
+        total = run.plan.steps
         rate = step.step / max(now - self._start, 1e-9)
         eta = (total - step.step) / rate if rate > 0 else math.inf
         values = ""
@@ -273,11 +264,11 @@ class PlainProgress:
             self._print(line)
 
 
-def make_progress(console: Console, max_steps: int | None = None) -> RichProgress | PlainProgress:
+def make_progress(console: Console) -> RichProgress | PlainProgress:
     """The rich view on a terminal, plain lines otherwise."""
     if console.is_terminal:
-        return RichProgress(console, max_steps)
-    return PlainProgress(console, max_steps=max_steps)
+        return RichProgress(console)
+    return PlainProgress(console)
 
 
 def _ranks(run: RunInfo) -> str:

@@ -21,7 +21,7 @@ from stnkit.allocator import tune_allocator
 from stnkit.build import Built, build, resolve, resolve_device
 from stnkit.engine import Engine
 from stnkit.errors import RecipeError, RunFileError, UsageError
-from stnkit.events import RunEnd, RunInfo
+from stnkit.events import Plan, RunEnd, RunInfo
 from stnkit.interrupts import Deferral
 from stnkit.killpoints import signal_point
 from stnkit.loaders import check_own_loss
@@ -129,8 +129,16 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
         initial_values=space.values(),
         initial_scales=space.scales(),
         integer=tuple(n for n, k in space.kinds.items() if k.integer),
-        epochs=recipe.train.epochs,
-        steps_per_epoch=built.dataset.info.steps_per_epoch,
+        plan=Plan.of(
+            epochs=recipe.train.epochs,
+            steps_per_epoch=built.dataset.info.steps_per_epoch,
+            max_steps=recipe.train.max_steps,
+            warmup_epochs=recipe.train.warmup_epochs,
+            train_steps=recipe.train.train_steps,
+            hyper_steps=recipe.train.hyper_steps,
+            tunes=built.response.tunes,
+            log_every=recipe.run.log_every,
+        ),
         metrics=built.parts.task.metrics,
         device=str(built.device),
         tunes=built.response.tunes,

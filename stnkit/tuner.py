@@ -264,10 +264,9 @@ class Tuner:
 
         from stnkit.progress import RichProgress, make_progress
 
-        max_steps = self.options.get("max_steps")
         if self.progress == "notebook":
-            return [RichProgress(Console(force_jupyter=True), max_steps)]
-        return [make_progress(Console(stderr=True), max_steps)]
+            return [RichProgress(Console(force_jupyter=True))]
+        return [make_progress(Console(stderr=True))]
 
     def _adopt(self, path: Path, model: _Copies) -> None:
         """Put this Tuner's objects under the keys the run file's recipe names, after checking

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import stnkit
-from stnkit.engine import Engine
 from stnkit.errors import RecipeError
+from stnkit.loop import LoopState
 from stnkit.optim import lr_factor
+from stnkit.policies import HyperLrSchedule, WeightLrSchedule
 from stnkit.runner import resume
 from tests.helpers import write_recipe
 from tests.test_resume import CrashAt, assert_same
@@ -33,14 +34,13 @@ def test_lr_factor_shapes() -> None:
 def hyper_lrs(monkeypatch: pytest.MonkeyPatch, recipe: Path) -> list[float]:
     """The hyper optimizer's learning rate at every hyper step of a run of ``recipe``."""
     seen: list[float] = []
-    original = Engine._set_hyper_lr
+    original = HyperLrSchedule.before_hyper_step
 
-    def record(self: Engine) -> None:
-        original(self)
-        assert self.parts.hyper_optimizer is not None
-        seen.append(self.parts.hyper_optimizer.param_groups[0]["lr"])
+    def record(self: HyperLrSchedule, loop: LoopState) -> None:
+        original(self, loop)
+        seen.append(self.optimizer.param_groups[0]["lr"])
 
-    monkeypatch.setattr(Engine, "_set_hyper_lr", record)
+    monkeypatch.setattr(HyperLrSchedule, "before_hyper_step", record)
     assert stnkit.run(recipe).status == "completed"
     return seen
 
@@ -95,13 +95,13 @@ def test_a_resumed_run_continues_the_schedule_exactly(tmp_path: Path, schedule: 
 def weight_lrs(monkeypatch: pytest.MonkeyPatch, recipe: Path) -> list[float]:
     """The weight optimizer's learning rate at every weight step of a run of ``recipe``."""
     seen: list[float] = []
-    original = Engine._set_weight_lr
+    original = WeightLrSchedule.before_weight_step
 
-    def record(self: Engine) -> None:
-        original(self)
-        seen.append(self.parts.weight_optimizer.param_groups[0]["lr"])
+    def record(self: WeightLrSchedule, loop: LoopState) -> None:
+        original(self, loop)
+        seen.append(self.optimizer.param_groups[0]["lr"])
 
-    monkeypatch.setattr(Engine, "_set_weight_lr", record)
+    monkeypatch.setattr(WeightLrSchedule, "before_weight_step", record)
     assert stnkit.run(recipe).status == "completed"
     return seen
 

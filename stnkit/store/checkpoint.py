@@ -39,7 +39,7 @@ _CHUNK = 1 << 20
 
 #: the layout of a checkpoint's dict (its keys and what they hold); it changes whenever a key is
 #: added, removed or changes meaning, and a checkpoint of another version is refused
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 
 
 def check_version(state: dict[str, Any], where: str) -> None:

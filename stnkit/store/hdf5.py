@@ -494,19 +494,9 @@ class HDF5Store:
         )
 
     def _capacities(self, run: RunInfo) -> dict[str, int]:
-        """Rows each table will need: exact for epochs and training-loss points, an upper bound for
-        hyper steps (at most ``hyper_steps`` after every ``train_steps`` weight steps)."""
-        train = self.recipe.train
-        total = run.epochs * run.steps_per_epoch
-        if train.max_steps is not None:
-            total = min(total, train.max_steps)
-        estimate = {
-            "hyper": (total // max(train.train_steps, 1) + 1) * train.hyper_steps if run.tunes else 1,
-            "train": total // self.log_every + 1,
-            "epochs": run.epochs,
-        }
-        # a longer run's tables grow as it reaches them (see ``_grow``)
-        return {name: min(rows, TABLE_CAPACITY_CAP) for name, rows in estimate.items()}
+        """Rows each table needs for the run's plan; a run that takes more steps than planned
+        grows its tables as it reaches them (see ``_grow``)."""
+        return {name: min(rows, TABLE_CAPACITY_CAP) for name, rows in run.plan.table_rows().items()}
 
     def _kind(self, name: str) -> str:
         entry = self.recipe.hyperparameters.get(name, {})

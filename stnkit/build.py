@@ -37,7 +37,7 @@ from stnkit.recipe import (
 )
 from stnkit.registry import Registry
 from stnkit.response.base import ResponseModel, TrainingParts
-from stnkit.settings import OptimizerSettings, PerturbationSettings, TrainSettings
+from stnkit.settings import OptimizerSettings, PerturbationSettings, StoreSettings, TrainSettings
 
 __all__ = [
     "Built",
@@ -449,6 +449,20 @@ def _perturbation_settings(config: PerturbationConfig) -> PerturbationSettings:
         tune=config.tune,
         entropy_weight=config.entropy_weight,
         max_scale=config.max_scale,
+    )
+
+
+def store_settings(recipe: Recipe) -> StoreSettings:
+    """What the run store records of a recipe and the ``run:`` / ``store:`` settings it obeys."""
+    return StoreSettings(
+        recipe_yaml=recipe.to_yaml(),
+        recipe_source=recipe.source or "",
+        base_dir=recipe.base_dir.resolve(),
+        response=recipe.response.name,
+        kinds={name: str(entry.get("kind", "")) for name, entry in recipe.hyperparameters.items()},
+        log_every=recipe.run.log_every,
+        flush_seconds=recipe.run.flush_seconds,
+        checkpoints=recipe.store.checkpoints,
     )
 
 

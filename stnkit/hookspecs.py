@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import typer
 
     from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
-    from stnkit.recipe import Recipe
+    from stnkit.settings import StoreSettings
     from stnkit.store.base import RunStore
 
 #: the markers live in :mod:`stnkit.markers`; these names stay importable from here
@@ -109,7 +109,7 @@ def stnkit_register_commands(app: typer.Typer) -> None:
 
 
 @hookspec(firstresult=True)
-def stnkit_make_store(path: Path, recipe: Recipe, resume: bool) -> RunStore | None:
+def stnkit_make_store(path: Path, settings: StoreSettings, resume: bool) -> RunStore | None:
     """Create the store that records one run.
 
     The built-in HDF5 store is ``trylast``, so a plugin returning a store wins; return ``None`` to
@@ -117,7 +117,8 @@ def stnkit_make_store(path: Path, recipe: Recipe, resume: bool) -> RunStore | No
     the lifecycle hooks below.
 
     :param path: the run file the user asked for (``<store.dir>/<name>-<UTC timestamp>.h5``).
-    :param recipe: the validated recipe.
+    :param settings: what to record of the validated recipe (its YAML text, source file, base
+        folder, response and kind names) and the ``run:`` / ``store:`` settings to obey.
     :param resume: ``path`` is an existing run to continue (``stnkit run --resume``); the store's
         ``load_checkpoint()`` is then called before the run starts.
     :returns: a :class:`stnkit.store.base.RunStore`, or ``None``.

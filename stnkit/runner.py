@@ -18,7 +18,7 @@ from typing import Any
 
 from stnkit import distributed
 from stnkit.allocator import tune_allocator
-from stnkit.build import Built, build, resolve, resolve_device
+from stnkit.build import Built, build, resolve, resolve_device, store_settings
 from stnkit.engine import Engine
 from stnkit.errors import RecipeError, RunFileError, UsageError
 from stnkit.events import Plan, RunEnd, RunInfo
@@ -257,7 +257,9 @@ def _run(
         _check_writable(folder)
         path = run_path(folder, recipe_obj.name)
         try:
-            return path, plugins.hook.stnkit_make_store(path=path, recipe=recipe_obj, resume=False)
+            return path, plugins.hook.stnkit_make_store(
+                path=path, settings=store_settings(recipe_obj), resume=False
+            )
         except BaseException:
             release_path(path)
             raise
@@ -327,7 +329,7 @@ def _resume(
         # rank 0 alone opens the run file; the others receive its checkpoint
         if not distributed.world().is_main:
             return None, None
-        opened = plugins.hook.stnkit_make_store(path=path, recipe=recipe, resume=True)
+        opened = plugins.hook.stnkit_make_store(path=path, settings=store_settings(recipe), resume=True)
         if opened is None or not hasattr(opened, "load_checkpoint"):
             raise RunFileError("the installed run store cannot resume runs")
         return opened, opened.load_checkpoint()

@@ -8,9 +8,16 @@ recipe validates every value; these objects only carry them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["OptimizerName", "OptimizerSettings", "PerturbationSettings", "TrainSettings"]
+__all__ = [
+    "OptimizerName",
+    "OptimizerSettings",
+    "PerturbationSettings",
+    "StoreSettings",
+    "TrainSettings",
+]
 
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 
@@ -55,3 +62,19 @@ class TrainSettings:
     response_optimizer: OptimizerSettings | None = None
     scale_optimizer: OptimizerSettings | None = None
     perturbation: PerturbationSettings = field(default_factory=PerturbationSettings)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a run store records and how often it writes: the validated recipe as text (with
+    the file it came from and the folder its relative paths resolve against), the response's
+    name, each hyperparameter's kind name, and the ``run:`` and ``store:`` settings it obeys."""
+
+    recipe_yaml: str
+    recipe_source: str
+    base_dir: Path
+    response: str
+    kinds: dict[str, str] = field(default_factory=dict)
+    log_every: int = 10
+    flush_seconds: float = 5.0
+    checkpoints: bool = True

@@ -166,8 +166,6 @@ RECIPE_IMPORTERS = {
     "stnkit.analysis.replay": "a replay is a new recipe made from a run file's stored one",
     "stnkit.tune.driver": "a study loads the recipe file it searches over",
     "stnkit.tune.worker": "a trial's recipe is the study's stored one with sampled values",
-    "stnkit.hookspecs": "stnkit_make_store receives the validated recipe",
-    "stnkit.store.hdf5": "the run file records the recipe and sizes its tables from its plan",
 }
 
 

@@ -29,7 +29,7 @@ from stnkit.errors import RunFileError, RunFileWriteError
 from stnkit.events import EpochEnd, RunEnd, RunInfo, StepEnd
 from stnkit.killpoints import kill_point
 from stnkit.markers import hookimpl
-from stnkit.recipe import Recipe
+from stnkit.settings import StoreSettings
 from stnkit.store import schema
 from stnkit.store.checkpoint import (
     check_version,
@@ -161,9 +161,9 @@ class HDF5Store:
     or the new one, never a half-made one.
     """
 
-    def __init__(self, path: Path, recipe: Recipe, resume: bool = False) -> None:
+    def __init__(self, path: Path, settings: StoreSettings, resume: bool = False) -> None:
         self.path = Path(path)
-        self.recipe = recipe
+        self.settings = settings
         self.resume = resume
         self.lock = WriterLock(self.path)
         self._checkpoint: tuple[dict[str, Any], int] | None = None
@@ -171,8 +171,8 @@ class HDF5Store:
         self.run: RunInfo | None = None
         self.names: tuple[str, ...] = ()
         self.metrics: tuple[str, ...] = ()
-        self.log_every = recipe.run.log_every
-        self.flush_seconds = recipe.run.flush_seconds
+        self.log_every = settings.log_every
+        self.flush_seconds = settings.flush_seconds
         self._last_flush = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
@@ -259,7 +259,7 @@ class HDF5Store:
 
     @hookimpl(tryfirst=True)
     def stnkit_checkpoint(self, run: RunInfo, state: dict[str, Any], step: int) -> None:
-        if self.file is None or not self.recipe.store.checkpoints:
+        if self.file is None or not self.settings.checkpoints:
             return
         self.flush()  # rows up to this step are on disk before the checkpoint that covers them
         store_state = {
@@ -342,13 +342,13 @@ class HDF5Store:
         attrs["world_size"] = run.world_size
         attrs["backend"] = run.backend
         attrs["seed"] = run.seed
-        attrs["recipe"] = self.recipe.to_yaml()
-        attrs["recipe_source"] = self.recipe.source or ""
+        attrs["recipe"] = self.settings.recipe_yaml
+        attrs["recipe_source"] = self.settings.recipe_source
         # relative data paths in the recipe resolve against this folder (replays need it)
-        attrs["recipe_base_dir"] = str(self.recipe.base_dir.resolve())
+        attrs["recipe_base_dir"] = str(self.settings.base_dir)
         for key, value in run.metadata.items():
             attrs[f"meta.{key}"] = str(value)
-        attrs["response"] = self.recipe.response.name
+        attrs["response"] = self.settings.response
         attrs["tunes"] = run.tunes
         attrs["steps_per_epoch"] = run.steps_per_epoch
         attrs["epochs_planned"] = run.epochs
@@ -499,8 +499,7 @@ class HDF5Store:
         return {name: min(rows, TABLE_CAPACITY_CAP) for name, rows in run.plan.table_rows().items()}
 
     def _kind(self, name: str) -> str:
-        entry = self.recipe.hyperparameters.get(name, {})
-        return str(entry.get("kind", ""))
+        return self.settings.kinds.get(name, "")
 
     def _row(self, values: dict[str, float] | None) -> np.ndarray:
         values = values or {}
@@ -750,5 +749,5 @@ def _open_for_reading(path: Path) -> h5py.File:
 
 
 @hookimpl(trylast=True)
-def stnkit_make_store(path: Path, recipe: Recipe, resume: bool = False) -> HDF5Store:
-    return HDF5Store(path, recipe, resume=resume)
+def stnkit_make_store(path: Path, settings: StoreSettings, resume: bool = False) -> HDF5Store:
+    return HDF5Store(path, settings, resume=resume)

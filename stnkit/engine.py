@@ -59,10 +59,13 @@ class Engine:
         run: RunInfo,
         checkpoint_steps: int | None = None,
         checkpoint_seconds: float | None = None,
+        ranks: distributed.Distributed | None = None,
     ) -> None:
         self.built = built
+        # this process's part in the run (one process unless the runner joined torchrun's group)
+        self.ranks = ranks or distributed.current()
         # under torchrun only rank 0 reports: store, progress and observers live there
-        self.hook = distributed.hook_for(hook)
+        self.hook = self.ranks.hook_for(hook)
         self.run_info = run
         self.parts = built.parts
         self.space = built.parts.space
@@ -76,7 +79,7 @@ class Engine:
         self.start = time.perf_counter()
         self.stop_request = StopRequest()
         cadence = CheckpointCadence(checkpoint_steps, checkpoint_seconds)
-        self.policies = Policies([*_train_policies(built, self.plan), cadence, self.stop_request])
+        self.policies = Policies([*_train_policies(built, self.plan), cadence, self.stop_request], self.ranks)
         self.data_generator = torch.Generator().manual_seed(built.recipe.seed)
         self.loop.epoch_generator = self.data_generator.get_state()
         self.hyper_generator = torch.Generator().manual_seed(built.recipe.seed + 1)
@@ -181,13 +184,13 @@ class Engine:
             if index < done:
                 continue
             loop.batch_in_epoch = index + 1
-            yield distributed.shard(batch).to(self.device)
+            yield self.ranks.shard(batch).to(self.device)
 
     def _end_epoch(self, epoch: int) -> Verdict:
         """The validation pass, the best epoch so far, the policies' epoch rules, the hook."""
         loop = self.loop
         metrics = self.evaluate("valid")
-        distributed.check_identical(
+        self.ranks.check_identical(
             [self.space.h, self.space.s], self.model.parameters(), f"after epoch {epoch}"
         )
         val_loss = metrics["loss"]
@@ -238,7 +241,7 @@ class Engine:
         self.policies.before_weight_step(self.loop)
         self.response.before_weight_step(self.loop.step + 1)
         self.parts.last_penalty = math.nan  # unknown unless the step reports it (train_on does)
-        loss = distributed.mean(self.response.weight_step(self.parts, batch))
+        loss = self.ranks.mean(self.response.weight_step(self.parts, batch))
         self.loop.step += 1
         if not math.isfinite(loss):
             raise DivergenceError(
@@ -268,12 +271,12 @@ class Engine:
         return next(self._hyper_batches)
 
     def _hyper_step(self) -> None:
-        batch = distributed.shard(self._next_hyper_batch()).to(self.device)
+        batch = self.ranks.shard(self._next_hyper_batch()).to(self.device)
         if batch.first:
             self.model.reset_state("hyper")
         before = self.space.values()
         self.policies.before_hyper_step(self.loop)
-        loss = distributed.mean(self.response.hyper_step(self.parts, batch))
+        loss = self.ranks.mean(self.response.hyper_step(self.parts, batch))
         max_scale = self.train_cfg.perturbation.max_scale
         if max_scale is not None:
             self.space.clamp_scales(max_scale)
@@ -321,7 +324,7 @@ class Engine:
         sums: dict[str, float] = {}
         for whole in batches:
             # under torchrun each rank evaluates its part of every batch and the sums are added
-            part = distributed.eval_shard(whole)
+            part = self.ranks.eval_shard(whole)
             if part is None:
                 continue
             if split == "test":
@@ -332,7 +335,7 @@ class Engine:
             output = self.parts.forward(batch.inputs, self.response.eval_batch(batch.size), stream="eval")
             for key, value in task.batch_stats(output.prediction, batch.targets).items():
                 sums[key] = sums.get(key, 0.0) + value
-        sums = distributed.sum_stats(sums)
+        sums = self.ranks.sum_stats(sums)
         return task.summarize(sums) if sums else {}
 
     def _finish(self) -> RunEnd:
@@ -392,7 +395,7 @@ class Engine:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "precision": self.parts.precision.state_dict(),
             # every rank's random state and the world size (a collective under torchrun)
-            "distributed": distributed.state(),
+            "distributed": self.ranks.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -419,7 +422,7 @@ class Engine:
         for _ in range(self.loop.hyper_consumed):
             next(self._hyper_batches)
         self.parts.precision.load_state_dict(state["precision"])
-        distributed.load_state(state["distributed"])
+        self.ranks.load_state(state["distributed"])
         self.policies.load_state_dict(state["policies"])
         self.policies.checkpointed(self.loop)
 

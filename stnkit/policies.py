@@ -265,8 +265,9 @@ class Policies:
     holds for all.
     """
 
-    def __init__(self, policies: Sequence[Policy]) -> None:
+    def __init__(self, policies: Sequence[Policy], ranks: distributed.Distributed | None = None) -> None:
         self.policies = tuple(policies)
+        self.ranks = ranks or distributed.current()
 
     def before_weight_step(self, loop: LoopState) -> None:
         for policy in self.policies:
@@ -280,14 +281,14 @@ class Policies:
         verdict = _merge(policy.after_step(loop) for policy in self.policies)
         if verdict.finish is not None:
             return Verdict(finish=verdict.finish)
-        interrupt, checkpoint = distributed.agree(verdict.interrupt, verdict.checkpoint)
+        interrupt, checkpoint = self.ranks.agree(verdict.interrupt, verdict.checkpoint)
         return Verdict(interrupt=interrupt, checkpoint=checkpoint)
 
     def after_epoch(self, loop: LoopState, val_loss: float) -> Verdict:
         verdict = _merge(policy.after_epoch(loop, val_loss) for policy in self.policies)
         if verdict.finish is not None:
             return Verdict(finish=verdict.finish)
-        return Verdict(interrupt=distributed.agree(verdict.interrupt)[0])
+        return Verdict(interrupt=self.ranks.agree(verdict.interrupt)[0])
 
     def checkpointed(self, loop: LoopState) -> None:
         for policy in self.policies:

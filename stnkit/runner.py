@@ -152,22 +152,22 @@ def run_info(built: Built, path: Path | None, metadata: Mapping[str, str] | None
     )
 
 
-def _join(recipe: Recipe) -> None:
-    """Under torchrun: join the process group the recipe asks for (before building anything)."""
+def _join(recipe: Recipe) -> distributed.Distributed:
+    """Under torchrun: join the process group the recipe asks for (before building anything).
+    Outside torchrun, or when the device is wrong, the current (one-process) part."""
     if not distributed.launched():
-        return
+        return distributed.current()
     try:
         device = distributed.local_device(resolve_device(recipe.device))
     except RecipeError:
-        return  # resolve() reports it, identically on every rank
-    distributed.setup(recipe.train.distributed.backend, recipe.run.distributed_timeout, device)
+        return distributed.current()  # resolve() reports it, identically on every rank
+    return distributed.setup(recipe.train.distributed.backend, recipe.run.distributed_timeout, device)
 
 
-def _distribute(built: Built) -> None:
+def _distribute(built: Built, ranks: distributed.Distributed) -> None:
     """Under torchrun: check the batches divide, give every rank rank 0's initial weights and
     h/s (see :mod:`stnkit.distributed`)."""
-    world = distributed.world()
-    if not world.active:
+    if not ranks.world.active:
         return
     dataset = built.dataset
     # the first batch of an epoch and of the hyper stream is a full one; peek with copies of the
@@ -177,21 +177,23 @@ def _distribute(built: Built) -> None:
     hyper_size = None
     if built.response.tunes and built.recipe.train.hyper_steps > 0:
         hyper_size = next(iter(dataset.hyper_batches(_generator(seed + 1)))).size
-    distributed.check_batches(0 if first_train is None else first_train.size, hyper_size)
+    ranks.check_batches(0 if first_train is None else first_train.size, hyper_size)
     model, space = built.parts.model, built.parts.space
-    distributed.broadcast_tensors_([*model.parameters(), *model.buffers(), *space.parameters()])
+    ranks.broadcast_tensors_([*model.parameters(), *model.buffers(), *space.parameters()])
 
 
 @contextlib.contextmanager
-def _world() -> Iterator[None]:
-    """Leave the process group at the end: cleanly after a normal end; after an error only
-    forget it, since a clean exit would wait for ranks that may be gone."""
-    try:
-        yield
-    except BaseException:
-        distributed.teardown(clean=False)
-        raise
-    distributed.teardown()
+def _world(ranks: distributed.Distributed) -> Iterator[distributed.Distributed]:
+    """``ranks`` is the current run's part for the block (:func:`stnkit.distributed.use`). Leave
+    the process group at the end: cleanly after a normal end; after an error only forget it,
+    since a clean exit would wait for ranks that may be gone."""
+    with distributed.use(ranks):
+        try:
+            yield ranks
+        except BaseException:
+            ranks.teardown(clean=False)
+            raise
+        ranks.teardown()
 
 
 def _generator(seed: int) -> Any:
@@ -200,13 +202,13 @@ def _generator(seed: int) -> Any:
     return torch.Generator().manual_seed(seed)
 
 
-def _build_everywhere(make: Any) -> Built:
+def _build_everywhere(make: Any, ranks: distributed.Distributed) -> Built:
     def build_and_distribute() -> Built:
         built: Built = make()
-        _distribute(built)
+        _distribute(built, ranks)
         return built
 
-    return distributed.collectively(build_and_distribute, "building the run")
+    return ranks.collectively(build_and_distribute, "building the run")
 
 
 def run(
@@ -231,9 +233,8 @@ def run(
     """
     plugins = plugins or load_plugins()
     parsed = _as_recipe(recipe, overrides)
-    _join(parsed)
-    with _world():
-        return _run(parsed, plugins, out_dir, observers, store, metadata)
+    with _world(_join(parsed)) as ranks:
+        return _run(parsed, plugins, out_dir, observers, store, metadata, ranks)
 
 
 def _run(
@@ -243,13 +244,14 @@ def _run(
     observers: Iterable[object],
     store: bool,
     metadata: Mapping[str, str] | None,
+    ranks: distributed.Distributed,
 ) -> RunResult:
-    built = _build_everywhere(lambda: prepare(parsed, (), plugins))
+    built = _build_everywhere(lambda: prepare(parsed, (), plugins), ranks)
     check_own_loss(built)  # a user's loss that is not a scalar: found before the run file exists
     recipe_obj = built.recipe
 
     def open_store() -> tuple[Path | None, object | None]:
-        if not (store and distributed.world().is_main):
+        if not (store and ranks.world.is_main):
             return None, None  # under torchrun rank 0 alone writes the run file
         folder = Path(out_dir) if out_dir is not None else recipe_obj.store.dir
         if not folder.is_absolute() and out_dir is None:
@@ -267,11 +269,11 @@ def _run(
     # from the run name's claim until the run's own handler is in place, a signal is held back:
     # landing in between it would leave a half-made file or an orphaned lock claim
     with Deferral() as held:
-        path, run_store = distributed.collectively(open_store, "creating the run file")
+        path, run_store = ranks.collectively(open_store, "creating the run file")
         signal_point("store")
         try:
             info = run_info(built, path, metadata)
-            return _execute(built, plugins, info, run_store, observers, state=None, held=held)
+            return _execute(built, plugins, info, run_store, observers, ranks, state=None, held=held)
         finally:
             release_path(path)
 
@@ -304,15 +306,14 @@ def resume(
     base_dir = record.base_dir or path.parent
     recipe = parse_recipe(data, base_dir=base_dir, source=str(record.attrs.get("recipe_source") or path))
     recorded_world = int(record.attrs.get("world_size", 1))
-    _join(recipe)
-    with _world():
-        now = distributed.world().world_size
+    with _world(_join(recipe)) as ranks:
+        now = ranks.world.world_size
         if recorded_world != now:
             raise RunFileError(
                 f"{path} was trained on {recorded_world} process(es); resume it with the same world "
                 f"size (now {now}): the data split and the random streams depend on it"
             )
-        return _resume(path, recipe, record, plugins, observers, notice)
+        return _resume(path, recipe, record, plugins, observers, notice, ranks)
 
 
 def _resume(
@@ -322,12 +323,13 @@ def _resume(
     plugins: Plugins,
     observers: Iterable[object],
     notice: Callable[[str], None] | None,
+    ranks: distributed.Distributed,
 ) -> RunResult:
-    built = _build_everywhere(lambda: build(resolve(recipe, plugins)))
+    built = _build_everywhere(lambda: build(resolve(recipe, plugins)), ranks)
 
     def open_store() -> tuple[object | None, dict[str, Any] | None]:
         # rank 0 alone opens the run file; the others receive its checkpoint
-        if not distributed.world().is_main:
+        if not ranks.world.is_main:
             return None, None
         opened = plugins.hook.stnkit_make_store(path=path, settings=store_settings(recipe), resume=True)
         if opened is None or not hasattr(opened, "load_checkpoint"):
@@ -335,18 +337,18 @@ def _resume(
         return opened, opened.load_checkpoint()
 
     with Deferral() as held:
-        run_store, state = distributed.collectively(open_store, "opening the run file")
-        state = distributed.broadcast_object(state)
+        run_store, state = ranks.collectively(open_store, "opening the run file")
+        state = ranks.broadcast_object(state)
         info = run_info(built, path, record.metadata)
         if state is None:
-            if distributed.world().is_main:
+            if ranks.world.is_main:
                 (notice or _log.warning)(
                     f"{path} has no checkpoint yet: starting the run again from the beginning, "
                     "in the same file"
                 )
         else:
             info = dataclasses.replace(info, start_step=int(state["step"]), start_epoch=int(state["epoch"]))
-        return _execute(built, plugins, info, run_store, observers, state=state, held=held)
+        return _execute(built, plugins, info, run_store, observers, ranks, state=state, held=held)
 
 
 def _execute(
@@ -355,11 +357,14 @@ def _execute(
     info: RunInfo,
     run_store: object | None,
     observers: Iterable[object],
+    ranks: distributed.Distributed,
     state: dict[str, Any] | None,
     held: Deferral | None = None,
 ) -> RunResult:
     tune_allocator()  # reuse freed activation memory instead of mapping it anew each step
-    engine = Engine(built, plugins.hook, info, checkpoint_steps=built.recipe.store.checkpoint_steps)
+    engine = Engine(
+        built, plugins.hook, info, checkpoint_steps=built.recipe.store.checkpoint_steps, ranks=ranks
+    )
     if state is not None:
         engine.restore(state)
     registered: list[object] = []
@@ -371,7 +376,7 @@ def _execute(
             plugins.pm.register(run_store, name=f"store:{info.path}")
             registered.append(run_store)
         # under torchrun rank 0 alone prints progress
-        for index, observer in enumerate(observers if distributed.world().is_main else ()):
+        for index, observer in enumerate(observers if ranks.world.is_main else ()):
             plugins.pm.register(observer, name=f"observer:{index}:{id(observer)}")
             registered.append(observer)
         with _stop_on_signals(engine, held):
@@ -398,7 +403,7 @@ def _stop_on_signals(engine: Engine, held: Deferral | None = None) -> Iterator[N
     first: list[float] = []
     # torchrun forwards the terminal's Ctrl-C to its workers, which got it from the terminal
     # too: under torchrun a repeat within a few seconds is that echo, not a second request
-    grace = 5.0 if distributed.world().active else 0.0
+    grace = 5.0 if engine.ranks.world.active else 0.0
 
     def handler(signum: int, frame: Any) -> None:
         if not first:

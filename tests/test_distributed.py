@@ -113,24 +113,24 @@ def test_one_process_is_a_world_of_one() -> None:
 
 
 @pytest.mark.parametrize("rank", [0, 1, 2])
-def test_batches_split_into_near_equal_slices_and_eval_parts_cover_the_batch(
-    monkeypatch: pytest.MonkeyPatch, rank: int
-) -> None:
-    monkeypatch.setattr(distributed, "_WORLD", distributed.World(rank, 3, 0, "gloo"))
-    monkeypatch.setattr(distributed, "_SLICE", None)
+def test_batches_split_into_near_equal_slices_and_eval_parts_cover_the_batch(rank: int) -> None:
+    ranks = distributed.Distributed(distributed.World(rank, 3, 0, "gloo"))
     batch = Batch(torch.arange(20).view(10, 2), torch.arange(10), first=True)  # 10 rows for 3 ranks
     bounds = [0, 3, 6, 10]
-    part = distributed.shard(batch)
+    part = ranks.shard(batch)
     # a short batch loses no row: the last rank takes the extra one
     assert part.targets.tolist() == list(range(bounds[rank], bounds[rank + 1]))
     assert part.first
-    assert distributed.global_rows(part.size) == distributed.Slice(bounds[rank], bounds[rank + 1], 10)
-    evaluated = distributed.eval_shard(batch)
+    assert ranks.global_rows(part.size) == distributed.Slice(bounds[rank], bounds[rank + 1], 10)
+    with distributed.use(ranks):  # what layers and the perturbations see through the context
+        assert distributed.global_rows(part.size) == distributed.Slice(bounds[rank], bounds[rank + 1], 10)
+    assert distributed.global_rows(part.size) == distributed.Slice(0, part.size, part.size)
+    evaluated = ranks.eval_shard(batch)
     assert evaluated is not None
     assert evaluated.targets.tolist() == list(range(bounds[rank], bounds[rank + 1]))
 
 
-def test_the_perturbation_shard_is_a_slice_of_the_global_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_perturbation_shard_is_a_slice_of_the_global_draw() -> None:
     from stnkit.hyper.kinds import UnitKind
     from stnkit.hyper.space import HyperSpace
 
@@ -141,12 +141,12 @@ def test_the_perturbation_shard_is_a_slice_of_the_global_draw(monkeypatch: pytes
     whole = HyperSpace(kinds).sample(7, generator=torch.Generator().manual_seed(5))
     parts = []
     for rank in range(3):
-        monkeypatch.setattr(distributed, "_WORLD", distributed.World(rank, 3, 0, "gloo"))
-        part = distributed.shard(Batch(torch.zeros(7, 1), torch.zeros(7)))
+        ranks = distributed.Distributed(distributed.World(rank, 3, 0, "gloo"))
+        part = ranks.shard(Batch(torch.zeros(7, 1), torch.zeros(7)))
         space = HyperSpace(kinds)
         space.set_generator(torch.Generator().manual_seed(5))
-        parts.append(space.sample(part.size).detach())
-    monkeypatch.setattr(distributed, "_SLICE", None)
+        with distributed.use(ranks):
+            parts.append(space.sample(part.size).detach())
     assert [p.shape[0] for p in parts] == [2, 2, 3]
     torch.testing.assert_close(torch.cat(parts), whole.detach())
     assert torch.unique(torch.cat(parts)[:, 1]).numel() == 1  # a per-batch value: one per global batch

@@ -126,38 +126,36 @@ def test_a_run_draws_its_perturbations_from_its_own_stream() -> None:
 
 
 @pytest.mark.parametrize("sizes", [(2, 3), (3, 4), (5, 5)])
-def test_means_weight_each_rank_by_its_share_of_a_short_batch(
-    monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int]
-) -> None:
+def test_means_weight_each_rank_by_its_share_of_a_short_batch(sizes: tuple[int, int]) -> None:
     """Gradients and losses of per-slice means combine into the global batch's mean."""
     total = sum(sizes)
     values = torch.arange(float(total)) ** 2
     combined = []
     for rank, size in enumerate(sizes):
-        monkeypatch.setattr(distributed, "_WORLD", distributed.World(rank, 2, 0, "gloo"))
-        part = distributed.shard(Batch(values.view(-1, 1), values))
+        ranks = distributed.Distributed(distributed.World(rank, 2, 0, "gloo"))
+        part = ranks.shard(Batch(values.view(-1, 1), values))
         assert part.size == size
-        combined.append(distributed._share() * float(part.targets.mean()))
-    monkeypatch.setattr(distributed, "_SLICE", None)
+        combined.append(ranks.share() * float(part.targets.mean()))
     assert sum(combined) / 2 == pytest.approx(float(values.double().mean()), rel=1e-6)
 
 
-def test_per_example_draws_are_rows_of_the_global_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_per_example_draws_are_rows_of_the_global_draw() -> None:
     torch.manual_seed(7)
     whole = torch.rand(5, 3, 2)
     ints = torch.randint(9, (5, 2))
     parts, int_parts = [], []
     for rank in range(2):
-        monkeypatch.setattr(distributed, "_WORLD", distributed.World(rank, 2, 0, "gloo"))
-        part = distributed.shard(Batch(torch.zeros(5, 1), torch.zeros(5)))
+        ranks = distributed.Distributed(distributed.World(rank, 2, 0, "gloo"))
+        part = ranks.shard(Batch(torch.zeros(5, 1), torch.zeros(5)))
         torch.manual_seed(7)  # every rank's global stream is seeded alike
-        parts.append(distributed.batch_rand((part.size, 3, 2)))
-        int_parts.append(distributed.batch_randint(9, (part.size, 2)))
-    monkeypatch.setattr(distributed, "_SLICE", None)
+        with distributed.use(ranks):
+            parts.append(distributed.batch_rand((part.size, 3, 2)))
+            int_parts.append(distributed.batch_randint(9, (part.size, 2)))
     torch.testing.assert_close(torch.cat(parts), whole)
     torch.testing.assert_close(torch.cat(int_parts), ints)
     # a tensor whose first dimension is not the slice's (a weight's mask) is drawn whole
-    assert distributed.global_rows(4) == distributed.Slice(0, 4, 4)
+    assert ranks.slice == distributed.Slice(2, 5, 5)
+    assert ranks.global_rows(4) == distributed.Slice(0, 4, 4)
 
 
 # -- ridge problems of several shapes, both responses ---------------------------------------------

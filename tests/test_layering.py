@@ -223,3 +223,79 @@ def test_response_models_and_the_optimizer_factory_import_without_the_schema() -
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
+
+
+def _constant(node: ast.expr) -> bool:
+    """A value that cannot change: literals, and tuples and arithmetic of them."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.Tuple):
+        return all(_constant(element) for element in node.elts)
+    if isinstance(node, ast.BinOp):
+        return _constant(node.left) and _constant(node.right)
+    if isinstance(node, ast.UnaryOp):
+        return _constant(node.operand)
+    return False
+
+
+def _allowed_module_value(node: ast.expr) -> bool:
+    if _constant(node):
+        return True
+    # a type variable, and the context variable the ambient state lives in (never rebound)
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in {"TypeVar", "ContextVar"}
+    )
+
+
+def _module_state(source: str) -> list[str]:
+    """Where a module keeps mutable state of its own: ``global``/``nonlocal`` statements anywhere,
+    and module-level assignments of anything but a constant, a TypeVar or a ContextVar."""
+    tree = ast.parse(source)
+    found = [
+        f"line {node.lineno}: {type(node).__name__.lower()} {', '.join(node.names)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Global | ast.Nonlocal)
+    ]
+    statements: list[ast.stmt] = list(tree.body)
+    while statements:
+        node = statements.pop(0)
+        if isinstance(node, ast.If | ast.Try):
+            statements.extend([*node.body, *node.orelse])
+            continue
+        if not isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            continue
+        value = node.value
+        if isinstance(node, ast.AugAssign) or (value is not None and not _allowed_module_value(value)):
+            found.append(f"line {node.lineno}: {ast.unparse(node).splitlines()[0]}")
+    return found
+
+
+def test_distributed_keeps_no_mutable_module_state() -> None:
+    assert _module_state((PACKAGE / "distributed.py").read_text()) == []
+
+
+def test_the_module_state_check_sees_globals_and_mutable_values() -> None:
+    source = """
+from contextvars import ContextVar
+from typing import TypeVar
+T = TypeVar("T")
+_SIZE = 25 * 2**20
+__all__ = ("a", "b")
+_CURRENT: ContextVar[int | None] = ContextVar("current", default=None)
+_WORLD = World()
+_SLICE: Slice | None = None
+_NAMES = ["a"]
+SEEN: dict[str, int] = {}
+def setup() -> None:
+    global _WORLD
+    _WORLD = World(1)
+"""
+    found = _module_state(source)
+    assert found == [
+        "line 13: global _WORLD",
+        "line 8: _WORLD = World()",
+        "line 10: _NAMES = ['a']",
+        "line 11: SEEN: dict[str, int] = {}",
+    ]

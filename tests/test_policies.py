@@ -62,16 +62,16 @@ def test_a_learning_rate_stop_keeps_its_message_beside_an_early_stop() -> None:
     assert Verdict().finish is None
 
 
-def test_ranks_agree_only_on_what_can_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ranks_agree_only_on_what_can_differ() -> None:
     calls: list[tuple[bool, bool]] = []
 
-    def agree(any_rank: bool, main_rank: bool = False) -> tuple[bool, bool]:
-        calls.append((any_rank, main_rank))
-        return True, False  # another rank was asked to stop
+    class Ranks(distributed.Distributed):
+        def agree(self, any_rank: bool, main_rank: bool = False) -> tuple[bool, bool]:
+            calls.append((any_rank, main_rank))
+            return True, False  # another rank was asked to stop
 
-    monkeypatch.setattr(distributed, "agree", agree)
     stop = StopRequest()
-    policies = Policies([MaxSteps(10), stop])
+    policies = Policies([MaxSteps(10), stop], Ranks())
     assert policies.after_step(LoopState(step=3)) == Verdict(interrupt=True)  # agreed across ranks
     stop.request()
     # reaching max_steps is the same on every rank: no collective, and no stop either

@@ -75,6 +75,8 @@ def draw_efficacy(files: list[Path], out: Path) -> Path:
         rows = _load(path)["rows"]
         metric, higher = _primary(rows)
         values = _by_method(rows, metric)
+        if metric == "accuracy":  # efficacy.py stores a fraction and prints a percentage, as here
+            values = {method: [100.0 * v for v in found] for method, found in values.items()}
         methods = [m for m in (*TUNERS, *BASELINES) if m in values]
         means = [statistics.fmean(values[m]) for m in methods]
         stds = [statistics.stdev(values[m]) if len(values[m]) > 1 else 0.0 for m in methods]
@@ -87,7 +89,8 @@ def draw_efficacy(files: list[Path], out: Path) -> Path:
         pad = 0.15 * (high - low or 1.0)
         ax.set_ylim(low - pad, high + pad)
         ax.set_title(_recipe(path, "efficacy-"))
-        ax.set_ylabel(f"test {metric} ({'higher' if higher else 'lower'} is better)")
+        unit = " (%)" if metric == "accuracy" else ""
+        ax.set_ylabel(f"test {metric}{unit} ({'higher' if higher else 'lower'} is better)")
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     target = out / "efficacy.png"

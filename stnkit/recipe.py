@@ -183,11 +183,14 @@ class TrainConfig(_Strict):
     hyper_steps: int = Field(1, ge=0, le=MAX_STEPS, description="hyper steps per cycle (T_val)")
     optimizer: OptimizerConfig
     hyper_optimizer: OptimizerConfig = OptimizerConfig(name="adam", lr=0.003)
+    # cosine by default: under a constant rate a weight decay tuned towards a known ridge optimum
+    # keeps swinging to the end of the run (Δ-STN across orders of magnitude), since every hyper
+    # step stays as large as the first while the hypergradient near the optimum is mostly noise
     hyper_lr_schedule: Literal["constant", "cosine", "linear"] = Field(
-        "constant",
-        description="hyper_optimizer's lr over the run's planned hyper steps: constant, or decaying "
-        "from lr to 0 (cosine or linear), so that early steps, which carry the hyperparameters "
-        "away from their initial values, are the large ones",
+        "cosine",
+        description="hyper_optimizer's lr over the run's planned hyper steps: decaying from lr to 0 "
+        "(cosine, the default, or linear), so that the hyperparameters settle by the end of the "
+        "run, or constant",
     )
     lr_schedule: Literal["constant", "cosine", "linear"] = Field(
         "constant",
@@ -196,7 +199,8 @@ class TrainConfig(_Strict):
     )
     response_optimizer: OptimizerConfig | None = Field(
         None,
-        description="delta-stn: optimizer of the response weights and V (none: optimizer's settings)",
+        description="delta-stn: optimizer of the response weights and V (none: optimizer's settings "
+        "at a tenth of its lr)",
     )
     scale_optimizer: OptimizerConfig | None = Field(
         None,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
@@ -44,6 +43,8 @@ __all__ = [
 # sigmoid saturates to exactly 1.0 in float32 for u > ~17; a dropout rate of 1 would divide by
 # zero, so unit-interval values are kept a hair below their upper end.
 _UNIT_MAX = 1.0 - 2.0**-20
+# exp overflows float32 above about 88.7: positive values are held below exp(80) ≈ 5.5e34
+_EXP_MAX = 80.0
 
 
 def clamp_to(value: Tensor, low: float, high: float) -> Tensor:
@@ -325,7 +326,13 @@ class IntervalKind(HyperKind):
 
 
 class PositiveKind(HyperKind):
-    """Values at or above ``lower`` (default 0) by ``lower + softplus(u)``: penalty weights."""
+    """Values above ``lower`` (default 0) by ``lower + exp(u)``: penalty weights.
+
+    The exponential makes ``u`` the logarithm of the excess over ``lower`` at every scale, so a
+    hyper step of a given size multiplies the value by the same factor whether it is 1e-4 or 100:
+    a penalty's best value is a matter of orders of magnitude (softplus, linear above 1, moves a
+    value of 10 by as little as it moves 0.01 by a tenth of itself).
+    """
 
     name = "positive"
 
@@ -345,10 +352,10 @@ class PositiveKind(HyperKind):
         return self.config.lower
 
     def constrain(self, u: Tensor) -> Tensor:
-        return clamp_to(self.config.lower + F.softplus(u), self.low, self.high)
+        return clamp_to(self.config.lower + torch.exp(u.clamp(max=_EXP_MAX)), self.low, self.high)
 
     def unconstrain(self, value: Tensor) -> Tensor:
-        return _softplus_inverse(value - self.config.lower)
+        return torch.log(value - self.config.lower)
 
     def default_search_range(self) -> SearchRange:
         """Log scale from ``lower`` (or :data:`SEARCH_POSITIVE_FLOOR` when it is 0) to

@@ -13,6 +13,7 @@ instead of the network's output at ``λ̃``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -30,7 +31,16 @@ from stnkit.optim import make_optimizer
 from stnkit.response.base import ResponseModel, TrainingParts, outer_step
 from stnkit.settings import TrainSettings
 
-__all__ = ["DeltaSTNResponse", "linearized_prediction"]
+__all__ = ["RESPONSE_LR_FACTOR", "DeltaSTNResponse", "linearized_prediction"]
+
+#: The response weights' learning rate, as a multiple of the weights', where the recipe names no
+#: ``train.response_optimizer``. The hypergradient is the validation loss's slope along the
+#: response, and that slope is small wherever the hyperparameter matters little (a weight decay
+#: far below the data's curvature): at the general weights' rate, Adam's normalised steps keep
+#: the response weights jittering by more than the slope they should settle to, and the
+#: hypergradient is that jitter — a weight decay tuned from below then drifts down on it by
+#: orders of magnitude (docs/known-answers.md).
+RESPONSE_LR_FACTOR = 0.1
 
 LinearizeMethod = Literal["jvp", "double-backward"]
 
@@ -63,8 +73,9 @@ class DeltaSTNResponse(ResponseModel):
     """Δ-STN: centred hypernetwork input, a general and a response update per weight step, a
     linearized response fit; hyper steps like STN's but with separate optimizers for ``h`` and
     ``s``. Optimizers: ``train.optimizer`` (general weights), ``train.response_optimizer``
-    (response weights and ``V``; default: ``train.optimizer``'s settings, and its learning rate
-    follows every decay of the weight learning rate), ``train.hyper_optimizer`` (``h``),
+    (response weights and ``V``; default: ``train.optimizer``'s settings at a tenth of its learning
+    rate, :data:`RESPONSE_LR_FACTOR`; its learning rate follows every decay of the weight
+    learning rate), ``train.hyper_optimizer`` (``h``),
     ``train.scale_optimizer`` (``s``; default: ``train.hyper_optimizer``'s settings).
     """
 
@@ -118,7 +129,9 @@ class DeltaSTNResponse(ResponseModel):
         split = self._split(parts.model)
         # V = 0 exactly: the response branch starts silent and only the response update moves it
         zero_hyper_weights(parts.model)
-        response_cfg = train.response_optimizer or train.optimizer
+        response_cfg = train.response_optimizer or replace(
+            train.optimizer, lr=train.optimizer.lr * RESPONSE_LR_FACTOR
+        )
         self.response_optimizer = make_optimizer(response_cfg, split.response.tensors)
         self.response_clip = response_cfg.clip
         self._initial_lrs = (train.optimizer.lr, response_cfg.lr)

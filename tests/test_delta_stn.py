@@ -317,6 +317,18 @@ def test_h_and_s_have_their_own_optimizers() -> None:
     assert isinstance(default, torch.optim.Adam) and default.param_groups[0]["lr"] == 0.05
 
 
+def test_by_default_the_response_moves_at_a_tenth_of_the_weights_rate() -> None:
+    built = build("stn-mlp", 'train.optimizer={"name": "adam", "lr": 0.02, "betas": [0.8, 0.99]}')
+    parts, response = built.parts, built.response
+    default = response.response_optimizer  # type: ignore[attr-defined]
+    assert isinstance(default, torch.optim.Adam)
+    assert default.param_groups[0]["lr"] == pytest.approx(0.002)
+    assert default.param_groups[0]["betas"] == (0.8, 0.99)  # every other setting is the weights'
+    response.weight_step(parts, first_batches(built, 1)[0])
+    assert default.param_groups[0]["lr"] == pytest.approx(0.002)  # and it holds while lr does
+    assert parts.weight_optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
+
+
 def test_the_response_learning_rate_follows_the_weight_decay_of_lr() -> None:
     built = build("stn-mlp", 'train.response_optimizer={"name": "sgd", "lr": 0.2}')
     parts, response = built.parts, built.response

@@ -56,16 +56,18 @@ def test_linear_schedule_decays_over_the_planned_hyper_steps(
     assert hyper_lrs(monkeypatch, recipe) == pytest.approx([0.1, 0.08, 0.06, 0.04, 0.02])
 
 
-def test_cosine_schedule_and_the_constant_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cosine = hyper_lrs(
-        monkeypatch, write_recipe(tmp_path / "c", **SIX_EPOCHS, train__hyper_lr_schedule="cosine")
-    )
+def test_cosine_is_the_default_schedule_and_constant_keeps_the_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cosine = hyper_lrs(monkeypatch, write_recipe(tmp_path / "c", **SIX_EPOCHS))
     assert cosine == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * k / 5)) for k in range(5)])
-    assert hyper_lrs(monkeypatch, write_recipe(tmp_path / "k", **SIX_EPOCHS)) == [0.1] * 5
+    constant = write_recipe(tmp_path / "k", **SIX_EPOCHS, train__hyper_lr_schedule="constant")
+    assert hyper_lrs(monkeypatch, constant) == [0.1] * 5
 
 
 def test_schedule_changes_the_trajectory(tmp_path: Path) -> None:
-    plain = stnkit.open_run(stnkit.run(write_recipe(tmp_path / "a", **SIX_EPOCHS)).path)  # type: ignore[arg-type]
+    constant = write_recipe(tmp_path / "a", **SIX_EPOCHS, train__hyper_lr_schedule="constant")
+    plain = stnkit.open_run(stnkit.run(constant).path)  # type: ignore[arg-type]
     decayed = stnkit.open_run(
         stnkit.run(write_recipe(tmp_path / "b", **SIX_EPOCHS, train__hyper_lr_schedule="linear")).path  # type: ignore[arg-type]
     )

@@ -102,7 +102,7 @@ def loss(
 
 def unconstrained(name: str, value: float) -> float:
     """The scale optima are searched and starts are moved on: ``log λ`` for a weight decay, the
-    log-odds for a rate (stnkit itself tunes ``softplus⁻¹(λ)`` and the log-odds)."""
+    log-odds for a rate (the units stnkit tunes them in)."""
     if _KINDS[name] == "unit":
         return math.log(value / (1.0 - value))
     return math.log(value)

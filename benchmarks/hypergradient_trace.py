@@ -1,0 +1,110 @@
+"""The hypergradient a tuning run actually follows, against the exact one, on a known-answer problem.
+
+Runs ``recipes/toy-ridge.yaml`` on one generated ridge problem (``stnkit_tabular.known``) from a
+start below or above its optimum, and after every hyper step records the value of ``h``'s gradient
+(the estimate the hyper optimizer used) and the exact derivative of the closed-form validation loss
+in ``log λ`` at the current value. It prints them in blocks of hyper steps: the mean and spread of
+the estimate, the share of steps whose estimate points away from the optimum, and the exact value.
+
+    python benchmarks/hypergradient_trace.py --problem 7 --response delta-stn --start below
+    python benchmarks/hypergradient_trace.py --problem 7 --response delta-stn \
+        --set 'train.response_optimizer={name: adam, lr: 0.01}'   # the response at the weights' rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+
+import stnkit
+from stnkit.response.base import ResponseModel
+from stnkit_tabular.known import make_known_problem
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy-ridge.yaml"
+STARTS = {"below": 1.0 / 30.0, "at": 1.0, "above": 30.0}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problem", type=int, default=7, help="seed of the generated ridge problem")
+    parser.add_argument("--response", default="delta-stn")
+    parser.add_argument("--start", choices=sorted(STARTS), default="below")
+    parser.add_argument("--blocks", type=int, default=20, help="rows printed")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="K=V")
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/stnkit-known-answers"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    problem = make_known_problem("ridge", args.problem)
+    data = problem.save(args.folder / f"ridge-{args.problem}.npz")
+    start = problem.start(STARTS[args.start])
+    records: list[tuple[float, float, float]] = []  # (λ after the step, estimate, exact)
+
+    def exact_slope(lam: float) -> float:
+        u, du = math.log(lam), 1e-3
+        up = problem.loss({"weight_decay": math.exp(u + du)})
+        down = problem.loss({"weight_decay": math.exp(u - du)})
+        return float(up - down) / (2 * du)
+
+    def traced(own: Callable[..., Any]) -> Callable[..., Any]:
+        def step(self: ResponseModel, parts: Any, batch: Any) -> Any:
+            before = float(self.space.values()["weight_decay"])
+            loss = own(self, parts, batch)
+            # every response ends its hyper step in the same outer update, which leaves h's
+            # gradient in place: the estimate the hyper optimizer just used
+            grad = self.space.h.grad
+            records.append((before, math.nan if grad is None else float(grad[0]), exact_slope(before)))
+            return loss
+
+        return step
+
+    for cls in _subclasses(ResponseModel):
+        if "hyper_step" in vars(cls):
+            cls.hyper_step = traced(vars(cls)["hyper_step"])  # type: ignore[attr-defined]
+
+    overrides = [*problem.overrides(data, start), f"response.name={args.response}", *args.sets]
+    result = stnkit.run(RECIPE, overrides=overrides, store=False)
+    final = dict(result.end.final_values)
+    print(
+        f"ridge-{args.problem} {args.response} from {start['weight_decay']:.4g} ({args.start}); "
+        f"optimum {problem.optimum['weight_decay']:.4g}; final {final['weight_decay']:.4g}, "
+        f"validation loss {problem.ratio(final):.3f}x the best"
+    )
+    print(f"{'hyper steps':>13} {'λ before':>11} {'estimate':>10} {'± spread':>9} {'away':>5} {'exact':>10}")
+    size = max(1, len(records) // args.blocks)
+    for first in range(0, len(records), size):
+        block = records[first : first + size]
+        est = np.array([r[1] for r in block])
+        exact = np.array([r[2] for r in block])
+        # a step "points away" when its estimate's sign differs from the exact slope's
+        away = float(np.mean(np.sign(est) != np.sign(exact)))
+        print(
+            f"{first:>6}-{first + len(block) - 1:<6} {block[0][0]:11.4g} {est.mean():+10.2e} "
+            f"{est.std():9.1e} {away:5.0%} {exact.mean():+10.2e}"
+        )
+    return 0
+
+
+def _subclasses(cls: type) -> list[type]:
+    found: list[type] = []
+    sub: type
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -433,11 +433,14 @@ def test_replay_and_show_a_delta_stn_run(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_stn_takes_a_separate_scale_optimizer(tmp_path: Path) -> None:
     """The released CIFAR STN runs one Adam on h and another on s. Adam is elementwise, so two
-    Adams with the same settings follow one joint Adam; a different one changes only how s moves."""
+    Adams with the same settings follow one joint Adam; a different one changes only how s moves.
+    The hyper lr is held constant: a schedule sets the rate of hyper_optimizer, not of a separate
+    scale optimizer."""
     from tests.test_resume import trajectories
 
     def run(folder: str, **changes: Any) -> dict[str, Any]:
-        result = stnkit.run(write_recipe(tmp_path / folder, train__epochs=4, **changes))
+        constant = {"train__hyper_lr_schedule": "constant"}
+        result = stnkit.run(write_recipe(tmp_path / folder, train__epochs=4, **constant, **changes))
         assert result.status == "completed"
         return trajectories(result.path)  # type: ignore[arg-type]
 

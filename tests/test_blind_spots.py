@@ -150,9 +150,10 @@ def test_each_augmentation_gets_each_examples_own_perturbed_value(
     for (a, b), (drawn, a_in_parts, b_in_parts) in zip(calls, seen, strict=True):
         torch.testing.assert_close(a, a_in_parts, rtol=0, atol=0)
         torch.testing.assert_close(b, b_in_parts, rtol=0, atol=0)
-        if response == "delta-stn" and len(set(a.tolist())) == 1:
-            # Δ-STN's general pass: the unperturbed centre, the same for every example
-            assert len(set(b.tolist())) == 1
+        if response == "delta-stn" and float(a.max() - a.min()) < 1e-6:
+            # Δ-STN's general pass: the unperturbed centre, the same for every example (to the
+            # last bit or two: torch's vectorised sigmoid may round a row's tail differently)
+            assert float(b.max() - b.min()) < 1e-6
             continue
         # the latest draw's own row for each example, per hyperparameter
         lam, ia, ib = draws[drawn - 1]

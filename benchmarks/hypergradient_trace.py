@@ -1,14 +1,16 @@
 """The hypergradient a tuning run actually follows, against the exact one, on a known-answer problem.
 
-Runs ``recipes/toy-ridge.yaml`` on one generated ridge problem (``stnkit_tabular.known``) from a
-start below or above its optimum, and after every hyper step records the value of ``h``'s gradient
-(the estimate the hyper optimizer used) and the exact derivative of the closed-form validation loss
-in ``log λ`` at the current value. It prints them in blocks of hyper steps: the mean and spread of
-the estimate, the share of steps whose estimate points away from the optimum, and the exact value.
+Runs ``recipes/toy-ridge.yaml`` on one generated ridge or input-dropout problem
+(``stnkit_tabular.known``) from a start below, at or above its optimum, and after every hyper step
+records the value of ``h``'s gradient (the estimate the hyper optimizer used) and the exact
+derivative of the closed-form validation loss in the units the optimizer steps in (``log λ``, a
+rate's log-odds) at the current value. It prints them in blocks of hyper steps: the mean and spread
+of the estimate, the share of steps whose estimate points away from the optimum, and the exact value.
 
     python benchmarks/hypergradient_trace.py --problem 7 --response delta-stn --start below
     python benchmarks/hypergradient_trace.py --problem 7 --response delta-stn \
         --set 'train.response_optimizer={name: adam, lr: 0.01}'   # the response at the weights' rate
+    python benchmarks/hypergradient_trace.py --family dropout --problem 0 --response stn --start at
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 
 import stnkit
 from stnkit.response.base import ResponseModel
-from stnkit_tabular.known import make_known_problem
+from stnkit_tabular.known import constrained, make_known_problem, unconstrained
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy-ridge.yaml"
 STARTS = {"below": 1.0 / 30.0, "at": 1.0, "above": 30.0}
@@ -38,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--problem", type=int, default=7, help="seed of the generated ridge problem")
+    parser.add_argument("--family", choices=["ridge", "dropout"], default="ridge")
+    parser.add_argument("--problem", type=int, default=7, help="seed of the generated problem")
     parser.add_argument("--response", default="delta-stn")
     parser.add_argument("--start", choices=sorted(STARTS), default="below")
     parser.add_argument("--blocks", type=int, default=20, help="rows printed")
@@ -47,20 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    problem = make_known_problem("ridge", args.problem)
-    data = problem.save(args.folder / f"ridge-{args.problem}.npz")
+    problem = make_known_problem(args.family, args.problem)
+    (name,) = problem.names
+    label = f"{args.family}-{args.problem}"
+    data = problem.save(args.folder / f"{label}.npz")
     start = problem.start(STARTS[args.start])
-    records: list[tuple[float, float, float]] = []  # (λ after the step, estimate, exact)
+    records: list[tuple[float, float, float]] = []  # (h before the step, estimate, exact)
 
-    def exact_slope(lam: float) -> float:
-        u, du = math.log(lam), 1e-3
-        up = problem.loss({"weight_decay": math.exp(u + du)})
-        down = problem.loss({"weight_decay": math.exp(u - du)})
+    def exact_slope(value: float) -> float:
+        # in the unconstrained units the hyper optimizer steps in (log λ, log-odds of a rate)
+        u, du = unconstrained(name, value), 1e-3
+        up = problem.loss({name: constrained(name, u + du)})
+        down = problem.loss({name: constrained(name, u - du)})
         return float(up - down) / (2 * du)
 
     def traced(own: Callable[..., Any]) -> Callable[..., Any]:
         def step(self: ResponseModel, parts: Any, batch: Any) -> Any:
-            before = float(self.space.values()["weight_decay"])
+            before = float(self.space.values()[name])
             loss = own(self, parts, batch)
             # every response ends its hyper step in the same outer update, which leaves h's
             # gradient in place: the estimate the hyper optimizer just used
@@ -78,11 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = stnkit.run(RECIPE, overrides=overrides, store=False)
     final = dict(result.end.final_values)
     print(
-        f"ridge-{args.problem} {args.response} from {start['weight_decay']:.4g} ({args.start}); "
-        f"optimum {problem.optimum['weight_decay']:.4g}; final {final['weight_decay']:.4g}, "
+        f"{label} {args.response} from {start[name]:.4g} ({args.start}); "
+        f"optimum {problem.optimum[name]:.4g}; final {final[name]:.4g}, "
         f"validation loss {problem.ratio(final):.3f}x the best"
     )
-    print(f"{'hyper steps':>13} {'λ before':>11} {'estimate':>10} {'± spread':>9} {'away':>5} {'exact':>10}")
+    print(f"{'hyper steps':>13} {'h before':>11} {'estimate':>10} {'± spread':>9} {'away':>5} {'exact':>10}")
     size = max(1, len(records) // args.blocks)
     for first in range(0, len(records), size):
         block = records[first : first + size]

@@ -19,7 +19,7 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import stnkit
-from stnkit.response.base import ResponseModel
+from stnkit.events import StepEnd
 from stnkit_tabular.known import constrained, make_known_problem, unconstrained
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy-ridge.yaml"
@@ -64,24 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         down = problem.loss({name: constrained(name, u - du)})
         return float(up - down) / (2 * du)
 
-    def traced(own: Callable[..., Any]) -> Callable[..., Any]:
-        def step(self: ResponseModel, parts: Any, batch: Any) -> Any:
-            before = float(self.space.values()[name])
-            loss = own(self, parts, batch)
-            # every response ends its hyper step in the same outer update, which leaves h's
-            # gradient in place: the estimate the hyper optimizer just used
-            grad = self.space.h.grad
-            records.append((before, math.nan if grad is None else float(grad[0]), exact_slope(before)))
-            return loss
+    class Trace:
+        """Each hyper step's value before it, its gradient in ``h`` and the exact slope there."""
 
-        return step
+        def __init__(self) -> None:
+            self.before = float(start[name])
 
-    for cls in _subclasses(ResponseModel):
-        if "hyper_step" in vars(cls):
-            cls.hyper_step = traced(vars(cls)["hyper_step"])  # type: ignore[attr-defined]
+        @stnkit.hookimpl
+        def stnkit_step_end(self, run: Any, step: StepEnd) -> None:
+            if step.phase != "hyper" or step.values is None:
+                return
+            grad = math.nan if step.gradients is None else step.gradients[name]
+            records.append((self.before, grad, exact_slope(self.before)))
+            self.before = step.values[name]
 
     overrides = [*problem.overrides(data, start), f"response.name={args.response}", *args.sets]
-    result = stnkit.run(RECIPE, overrides=overrides, store=False)
+    result = stnkit.run(RECIPE, overrides=overrides, store=False, observers=[Trace()])
     final = dict(result.end.final_values)
     print(
         f"{label} {args.response} from {start[name]:.4g} ({args.start}); "
@@ -101,15 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{est.std():9.1e} {away:5.0%} {exact.mean():+10.2e}"
         )
     return 0
-
-
-def _subclasses(cls: type) -> list[type]:
-    found: list[type] = []
-    sub: type
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_subclasses(sub))
-    return found
 
 
 if __name__ == "__main__":

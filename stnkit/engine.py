@@ -307,6 +307,7 @@ class Engine:
                 self._elapsed(),
                 values=values,
                 scales=scales,
+                gradients=self.space.gradients(),
             ),
         )
 

@@ -138,6 +138,10 @@ class StepEnd:
     values: dict[str, float] | None = None
     scales: dict[str, float] | None = None
     penalty: float = math.nan
+    #: a hyper step's gradient of the hyper objective in each hyperparameter's unconstrained value,
+    #: as the hyper optimizer used it (after averaging over ranks and clipping); None for weight
+    #: steps and where a response leaves no gradient on ``h``
+    gradients: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,31 @@ def test_hyperparameter_moves_toward_the_better_value(ridge_recipe: Path) -> Non
     )
     values = [s.values["weight_decay"] for s in rec.steps if s.values]
     assert values[-1] > 3 * values[0]
+
+
+@pytest.mark.parametrize("response", ["stn", "delta-stn"])
+def test_hyper_step_reports_the_gradient_its_optimizer_followed(ridge_recipe: Path, response: str) -> None:
+    # plain SGD at a constant rate: each hyper step moves u = log λ (the positive kind is
+    # lower + exp(u), lower 0) by exactly −lr × the gradient the event reports; a gradient read
+    # from the wrong tensor, before averaging or clipping, or in constrained units would not
+    lr = 0.5
+    _, rec = run(
+        ridge_recipe,
+        f"response.name={response}",
+        "train.perturbation.tune=false",
+        f"train.hyper_optimizer={{name: sgd, lr: {lr}}}",
+        "train.hyper_lr_schedule=constant",
+    )
+    hyper = [s for s in rec.steps if s.phase == "hyper"]
+    assert len(hyper) >= 3 and all(s.gradients is not None for s in hyper)
+    assert all(s.gradients is None for s in rec.steps if s.phase == "weight")
+    moved = 0
+    for before, after in itertools.pairwise(hyper):
+        assert before.values is not None and after.values is not None and after.gradients is not None
+        step = math.log(after.values["weight_decay"]) - math.log(before.values["weight_decay"])
+        assert step == pytest.approx(-lr * after.gradients["weight_decay"], rel=1e-3, abs=1e-6)
+        moved += abs(step) > 1e-4
+    assert moved >= 2  # the check is not met by a gradient of zero throughout
 
 
 def test_fixed_response_takes_no_hyper_step_and_keeps_values(ridge_recipe: Path) -> None:

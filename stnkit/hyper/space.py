@@ -172,6 +172,14 @@ class HyperSpace(nn.Module):
         sigma = self.sigma()
         return {name: float(sigma[i]) for i, name in enumerate(self.names)}
 
+    @torch.no_grad()
+    def gradients(self) -> dict[str, float] | None:
+        """The gradient ``h`` holds (the latest hyper step's, unconstrained units), or None."""
+        grad = self.h.grad
+        if grad is None:
+            return None
+        return {name: float(grad[i]) for i, name in enumerate(self.names)}
+
     def set_values(self, values: Mapping[str, float]) -> None:
         """Move ``h`` so the constrained values equal ``values`` (used by schedules and replay)."""
         with torch.no_grad():
